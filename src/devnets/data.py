@@ -1,0 +1,277 @@
+"""MNIST, Fashion-MNIST and CIFAR-10 as in-memory tensors, prepared as both papers do.
+
+torchvision reads the files; this module only finds them (offline first), scales pixels to [0, 1],
+flattens each image (784 inputs, 3072 for CIFAR-10 in RGB, channel-major) and serves batches sliced
+from a per-epoch permutation. Everything stays on the training device: a per-sample ``DataLoader``
+would spend most of an epoch collating 600-sample batches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torchvision import datasets
+from torchvision.datasets.utils import extract_archive
+
+from devnets.errors import require
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    torchvision_class: type
+    train_size: int
+    input_dim: int
+    debian_folder: str | None = None  # a Debian package's flat folder of gz IDX files
+
+    @property
+    def folder(self) -> str:
+        """The folder torchvision expects under the root."""
+        if self.torchvision_class is datasets.CIFAR10:
+            return self.torchvision_class.base_folder
+        return self.torchvision_class.__name__
+
+
+DATASETS = {
+    "mnist": DatasetInfo(datasets.MNIST, 60_000, 784),
+    "fashion_mnist": DatasetInfo(datasets.FashionMNIST, 60_000, 784, debian_folder="fashion-mnist"),
+    "cifar10": DatasetInfo(datasets.CIFAR10, 50_000, 3072),
+}
+SUBSETS = ("random", "balanced")
+
+
+class DataNotFound(FileNotFoundError):
+    pass
+
+
+class DataCorrupt(RuntimeError):
+    pass
+
+
+def search_roots(root: str | os.PathLike | None) -> list[Path]:
+    """Where a dataset is looked for: the given root only, or the offline defaults in order."""
+    if root is not None:
+        return [Path(root).expanduser()]
+    roots = [Path(os.environ["DEVNETS_DATA"])] if os.environ.get("DEVNETS_DATA") else []
+    return roots + [PROJECT_ROOT / "data", PROJECT_ROOT.parent / "shared" / "datasets", Path("/usr/share/datasets")]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "devnets"
+
+
+def _unpack_flat_idx(info: DatasetInfo, root: Path) -> Path | None:
+    """A flat folder of (gz) IDX files, as Debian ships Fashion-MNIST, unpacked into torchvision's layout.
+
+    Returns the root to hand to torchvision, or None when ``root`` holds no such folder.
+    """
+    if not issubclass(info.torchvision_class, datasets.MNIST):
+        return None
+    names = [os.path.splitext(os.path.basename(url))[0] for url, _ in info.torchvision_class.resources]
+    for flat in ([root / info.debian_folder] if info.debian_folder else []) + [root]:
+        if all((flat / name).exists() or (flat / f"{name}.gz").exists() for name in names):
+            target_root = cache_dir() / "debian"
+            raw = target_root / info.folder / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                if not (raw / name).exists():
+                    source = flat / name if (flat / name).exists() else flat / f"{name}.gz"
+                    extract_archive(str(source), str(raw / f"{name}.partial"))
+                    os.replace(raw / f"{name}.partial", raw / name)
+            return target_root
+    return None
+
+
+def _files_of(info: DatasetInfo, root: Path) -> list[Path]:
+    folder = root / info.folder
+    if info.torchvision_class is datasets.CIFAR10:
+        entries = info.torchvision_class.train_list + info.torchvision_class.test_list
+        return [folder / name for name, _ in entries] + [folder / info.torchvision_class.meta["filename"]]
+    return sorted((folder / "raw").glob("*-ubyte"))
+
+
+def _read(info: DatasetInfo, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split as (float32 pixels in [0, 1], flattened; int64 labels)."""
+    try:
+        dataset = info.torchvision_class(str(root), train=train, download=False)
+    except RuntimeError as error:
+        if not all(path.exists() for path in _files_of(info, root)):
+            raise
+        raise DataCorrupt(_describe_corruption(info, root, error)) from error
+    except Exception as error:  # torchvision's readers fail with assorted errors on damaged files
+        raise DataCorrupt(_describe_corruption(info, root, error)) from error
+    pixels = torch.as_tensor(dataset.data)
+    if pixels.ndim == 4:  # CIFAR-10: (N, 32, 32, 3) -> channel-major like ToTensor
+        pixels = pixels.permute(0, 3, 1, 2)
+    x = pixels.reshape(len(pixels), -1).to(torch.float32).div_(255.0)
+    y = torch.as_tensor(dataset.targets, dtype=torch.int64)
+    return x, y
+
+
+def _describe_corruption(info: DatasetInfo, root: Path, error: Exception) -> str:
+    culprit = root / info.folder
+    if issubclass(info.torchvision_class, datasets.MNIST):
+        for path in _files_of(info, root):
+            try:
+                datasets.mnist.read_sn3_pascalvincent_tensor(str(path))
+            except Exception:  # the first file torchvision cannot parse is the one to name
+                culprit = path
+                break
+    else:
+        culprit = next((p for p in _files_of(info, root) if not p.exists()), culprit)
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"data.root: {culprit} is damaged or not a {info.folder} file ({detail}); replace it or delete it"
+
+
+def locate(name: str, root: str | os.PathLike | None, download: bool = False) -> Path:
+    """The root under which torchvision finds ``name``, searching offline roots first."""
+    info = DATASETS[name]
+    candidates = search_roots(root)
+    for candidate in candidates:
+        if all(path.exists() for path in _files_of(info, candidate)) and _files_of(info, candidate):
+            return candidate
+        unpacked = _unpack_flat_idx(info, candidate)
+        if unpacked is not None:
+            return unpacked
+    if download:
+        target = candidates[0] if root is not None else PROJECT_ROOT / "data"
+        info.torchvision_class(str(target), train=True, download=True)
+        info.torchvision_class(str(target), train=False, download=True)
+        return target
+    searched = ", ".join(str(c) for c in candidates)
+    raise DataNotFound(
+        f"data.root: {info.folder} not found in {searched}; pass data.root=DIR holding {info.folder}/ "
+        f"in torchvision's layout, or data.download=true to fetch it"
+    )
+
+
+def draw_subset(targets: torch.Tensor, n: int, seed: int, subset: str, exclude: torch.Tensor | None = None):
+    """Indices of ``n`` samples drawn without replacement from ``seed``.
+
+    ``random`` draws uniformly; ``balanced`` draws ``n // classes`` per class (the remainder from
+    the classes in label order), as far as each class allows.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    pool = torch.randperm(len(targets), generator=generator)
+    if exclude is not None:
+        pool = pool[~torch.isin(pool, exclude)]
+    if subset == "random":
+        return pool[:n]
+    classes = targets.unique()
+    per_class, extra = divmod(n, len(classes))
+    chosen = []
+    for rank, label in enumerate(classes):
+        of_class = pool[targets[pool] == label]
+        chosen.append(of_class[: per_class + (rank < extra)])
+    return torch.cat(chosen)
+
+
+class ShuffledBatches:
+    """Batches of in-memory tensors sliced from a permutation that depends only on (seed, epoch).
+
+    Seeding each epoch's permutation from the epoch number (not from a running generator) makes a run
+    resumed from a checkpoint see exactly the batches an uninterrupted run sees.
+    """
+
+    def __init__(self, x, y, batch_size: int, seed: int | None = None, epoch=lambda: 0):
+        self.x, self.y, self.batch_size, self.seed, self.epoch = x, y, batch_size, seed, epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.seed is None:
+            for start in range(0, len(self.x), self.batch_size):
+                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+            return
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
+        order = torch.randperm(len(self.x), generator=generator).to(self.x.device)
+        for start in range(0, len(self.x), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.x[index], self.y[index]
+
+
+class ImageClassificationData(L.LightningDataModule):
+    """A training subset and the full test set of one dataset, held as tensors on the training device.
+
+    The test set is evaluated after every epoch (the papers report that curve). With ``val_size`` > 0
+    a validation set, disjoint from the training subset, is evaluated too, for tuning.
+    """
+
+    def __init__(
+        self,
+        name: str = "mnist",
+        root: str | None = None,
+        n_train: int | None = None,
+        subset: str = "random",
+        batch_size: int = 600,
+        eval_batch_size: int = 10_000,
+        val_size: int = 0,
+        download: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        require(name in DATASETS, "name", name, f"one of {sorted(DATASETS)}")
+        info = DATASETS[name]
+        n_train = info.train_size if n_train is None else n_train
+        require(
+            isinstance(n_train, int) and 1 <= n_train <= info.train_size,
+            "n_train", n_train, f"an integer from 1 to {info.train_size} (the {name} training set)",
+        )
+        require(subset in SUBSETS, "subset", subset, f"one of {list(SUBSETS)}")
+        require(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "an integer ≥ 1")
+        require(
+            isinstance(eval_batch_size, int) and eval_batch_size >= 1,
+            "eval_batch_size", eval_batch_size, "an integer ≥ 1",
+        )
+        require(
+            isinstance(val_size, int) and 0 <= val_size <= info.train_size - n_train,
+            "val_size", val_size, f"an integer from 0 to {info.train_size - n_train} (training samples left over)",
+        )
+        self.name, self.info, self.root, self.n_train, self.subset = name, info, root, n_train, subset
+        self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
+        self.download, self.seed = download, seed
+        self.train_x = self.train_y = self.test_x = self.test_y = self.val_x = self.val_y = None
+
+    @property
+    def input_dim(self) -> int:
+        return self.info.input_dim
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_x is not None:
+            return
+        root = locate(self.name, self.root, self.download)
+        full_x, full_y = _read(self.info, root, train=True)
+        require(
+            self.n_train + self.val_size <= len(full_y),
+            "n_train", self.n_train, f"at most {len(full_y) - self.val_size} (the training files under {root})",
+        )
+        chosen = draw_subset(full_y, self.n_train, self.seed, self.subset)
+        self.train_x, self.train_y = full_x[chosen], full_y[chosen]
+        if self.val_size:
+            held_out = draw_subset(full_y, self.val_size, self.seed + 1, "random", exclude=chosen)
+            self.val_x, self.val_y = full_x[held_out], full_y[held_out]
+        self.test_x, self.test_y = _read(self.info, root, train=False)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        for attribute in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+            if getattr(self, attribute) is not None:
+                setattr(self, attribute, getattr(self, attribute).to(device))
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> ShuffledBatches:
+        return ShuffledBatches(self.train_x, self.train_y, self.batch_size, self.seed, self._epoch)
+
+    def val_dataloader(self) -> list[ShuffledBatches]:
+        """The test set first (logged as ``test/*``), then the validation set if any (``val/*``)."""
+        loaders = [ShuffledBatches(self.test_x, self.test_y, self.eval_batch_size)]
+        if self.val_size:
+            loaders.append(ShuffledBatches(self.val_x, self.val_y, self.eval_batch_size))
+        return loaders

@@ -1,0 +1,46 @@
+"""metrics.json: the per-run results file that aggregate.py and users' own scripts read.
+
+A run writes it when it starts (``status: running``), and again when it ends (``complete``,
+``failed`` or ``diverged``). Every write goes to a temporary file that then replaces the old one,
+so a run killed at any moment never leaves a file that reads as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.json"
+STATUSES = ("running", "complete", "failed", "diverged")
+
+
+class CorruptMetrics(ValueError):
+    pass
+
+
+def write_metrics(run_dir: str | os.PathLike, metrics: dict[str, Any]) -> Path:
+    path = Path(run_dir) / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{METRICS_FILE}.partial")
+    with open(partial, "w") as handle:
+        json.dump(metrics, handle, indent=1, allow_nan=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    return path
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's metrics, None if it has none yet; CorruptMetrics names a file that cannot be read."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptMetrics(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(metrics, dict) or metrics.get("status") not in STATUSES:
+        raise CorruptMetrics(f"{path}: no 'status' among {list(STATUSES)}")
+    return metrics
