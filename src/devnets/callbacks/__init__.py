@@ -1,0 +1,1 @@
+"""Lightning callbacks: the methods' per-step work and the run's bookkeeping, one class per file."""
