@@ -8,7 +8,9 @@ would spend most of an epoch collating 600-sample batches.
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from torchvision import datasets
-from torchvision.datasets.utils import extract_archive
 
 from devnets.errors import require
 
@@ -81,8 +82,9 @@ def _unpack_flat_idx(info: DatasetInfo, root: Path) -> Path | None:
             raw.mkdir(parents=True, exist_ok=True)
             for name in names:
                 if not (raw / name).exists():
-                    source = flat / name if (flat / name).exists() else flat / f"{name}.gz"
-                    extract_archive(str(source), str(raw / f"{name}.partial"))
+                    opened = open(flat / name, "rb") if (flat / name).exists() else gzip.open(flat / f"{name}.gz")
+                    with opened as source, open(raw / f"{name}.partial", "wb") as target:
+                        shutil.copyfileobj(source, target)
                     os.replace(raw / f"{name}.partial", raw / name)
             return target_root
     return None
@@ -243,9 +245,8 @@ class ImageClassificationData(L.LightningDataModule):
     def input_dim(self) -> int:
         return self.info.input_dim
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_x is not None:
-            return
+    def load(self) -> None:
+        """Read the files and draw the subsets (on the CPU). Bad files or sizes fail here, before training."""
         root = locate(self.name, self.root, self.download)
         full_x, full_y = _read(self.info, root, train=True)
         require(
@@ -258,6 +259,10 @@ class ImageClassificationData(L.LightningDataModule):
             held_out = draw_subset(full_y, self.val_size, self.seed + 1, "random", exclude=chosen)
             self.val_x, self.val_y = full_x[held_out], full_y[held_out]
         self.test_x, self.test_y = _read(self.info, root, train=False)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_x is None:
+            self.load()
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         for attribute in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
             if getattr(self, attribute) is not None:

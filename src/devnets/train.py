@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from devnets.errors import InvalidSetting, require
 from devnets.results import CorruptMetrics, read_metrics, write_metrics
 
 log = logging.getLogger("devnets")
+# last.ckpt shares the run's folder with metrics.json and the logs on purpose.
+warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
 
 CONF_DIR = PROJECT_ROOT / "conf"
 CHECKPOINT = "last.ckpt"
@@ -176,10 +179,14 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str
     if previous is not None and previous["status"] in ("complete", "diverged"):
         log.info("%s already holds a %s run; nothing to do", run_dir, previous["status"])
         return previous
+    try:
+        data.load()
+    except InvalidSetting as error:
+        raise error.renamed(user_key(cfg, "data", error.key)) from None
+    trainer = make_trainer(cfg, run_dir, method_callbacks)
     checkpoint = usable_checkpoint(run_dir)
     metrics = {**run_summary(cfg), "status": "running", "config": settings}
     write_metrics(run_dir, metrics)
-    trainer = make_trainer(cfg, run_dir, method_callbacks)
     try:
         trainer.fit(model, datamodule=data, ckpt_path=checkpoint)
     except Exception as error:

@@ -1,0 +1,62 @@
+"""Bad settings: one line naming the key, the value and what is allowed, before anything is trained."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from devnets.errors import InvalidSetting
+from devnets.results import read_metrics
+from devnets.train import PROJECT_ROOT, train
+
+BAD_SETTINGS = [
+    (["model.hidden=0"], "model.hidden=0 is not allowed: an integer ≥ 1"),
+    (["model.hidden=-5"], "model.hidden=-5 is not allowed: an integer ≥ 1"),
+    (["model.lr=0"], "model.lr=0 is not allowed: a finite number > 0"),
+    (["model.lr=-0.1"], "model.lr=-0.1 is not allowed: a finite number > 0"),
+    (["model.momentum=1.5"], "model.momentum=1.5 is not allowed: a number in [0, 1)"),
+    (["model.loss=hinge"], "model.loss='hinge' is not allowed: one of ['cross_entropy', 'mse']"),
+    (["method=dropout", "method.p=1.0"], "method.p=1.0 is not allowed: a number in [0, 1)"),
+    (["method=dropout", "method.p=-0.1"], "method.p=-0.1 is not allowed: a number in [0, 1)"),
+    (["method=l2", "method.l2=-1"], "method.l2=-1 is not allowed: a finite number ≥ 0"),
+    (["data.n_train=0"], "data.n_train=0 is not allowed: an integer from 1 to 60000 (the mnist training set)"),
+    (["data.n_train=70000"], "data.n_train=70000 is not allowed: an integer from 1 to 60000"),
+    (["data=cifar10", "data.n_train=60000"], "data.n_train=60000 is not allowed: an integer from 1 to 50000"),
+    (["data.n_train=5000"], "data.n_train=5000 is not allowed: at most 300 (the training files under"),
+    (["data.batch_size=0"], "data.batch_size=0 is not allowed: an integer ≥ 1"),
+    (["data.subset=stratified"], "data.subset='stratified' is not allowed: one of ['random', 'balanced']"),
+    (["data.val_size=-1"], "data.val_size=-1 is not allowed: an integer from 0 to"),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs=-1 is not allowed: an integer ≥ 1"),
+    (["seed=-1"], "seed=-1 is not allowed: an integer ≥ 0"),
+    (["checkpoint_every_n_epochs=0"], "checkpoint_every_n_epochs=0 is not allowed: an integer ≥ 1"),
+    (["threads=0"], "threads=0 is not allowed: null or an integer ≥ 1"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_SETTINGS, ids=[" ".join(o) for o, _ in BAD_SETTINGS])
+def test_bad_setting_is_refused_before_training(make_config, tmp_path, overrides, message):
+    with pytest.raises(InvalidSetting) as error:
+        train(make_config(*overrides))
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+    assert read_metrics(tmp_path / "run") is None
+    assert not (tmp_path / "run" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("override", ["data=imagenet", "method=magic"])
+def test_unknown_dataset_or_method_is_hydras_error(make_config, override):
+    with pytest.raises((MissingConfigException, ConfigCompositionException), match=override.split("=")[1]):
+        make_config(override)
+
+
+def test_command_line_prints_one_line_and_fails(data_root, tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "scripts/train.py", "model.hidden=0", f"data.root={data_root}", f"hydra.run.dir={tmp_path}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode != 0
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "error: model.hidden=0 is not allowed: an integer ≥ 1"
+    )
+    assert read_metrics(tmp_path) is None
