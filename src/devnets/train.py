@@ -38,7 +38,7 @@ warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not emp
 CONF_DIR = PROJECT_ROOT / "conf"
 CHECKPOINT = "last.ckpt"
 # Keys that say where or how fast a run goes, not what it computes: a rerun may change them.
-NOT_SETTINGS = ("paths", "threads", "checkpoint_every_n_epochs", "histogram_every_n_epochs", "experiment_name")
+NOT_SETTINGS = ("per_cell", "paths", "threads", "checkpoint_every_n_epochs", "histogram_every_n_epochs", "experiment_name")
 NOT_DATA_SETTINGS = ("root", "download")
 
 
@@ -171,14 +171,14 @@ def make_trainer(cfg: DictConfig, run_dir: Path, method_callbacks: list) -> L.Tr
 def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run (or resume, or skip) the run ``cfg`` describes; returns its metrics.json content."""
     run_dir = Path(run_dir if run_dir is not None else cfg.paths.output_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    data, model, method_callbacks = build(cfg)
     settings = run_settings(cfg)
     previous = previous_run(run_dir, settings)
     if previous is not None and previous["status"] in ("complete", "diverged"):
         log.info("%s already holds a %s run; nothing to do", run_dir, previous["status"])
         return previous
+    data, model, method_callbacks = build(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
         data.load()
     except InvalidSetting as error:
