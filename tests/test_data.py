@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 import torch
-from conftest import N_TEST, N_TRAIN, synthetic_images, write_mnist_like
 
+from conftest import N_TEST, N_TRAIN, synthetic_images, write_mnist_like
 from devnets.data import DataCorrupt, DataNotFound, ImageClassificationData, ShuffledBatches, draw_subset, locate
 from devnets.errors import InvalidSetting
 
@@ -68,7 +68,7 @@ def test_batches_cover_each_epoch_once_in_an_order_set_by_seed_and_epoch():
     first = [b for b, _ in batches]
     assert [len(b) for b in first] == [4, 4, 2] and len(batches) == 3
     assert sorted(torch.cat(first).squeeze(1).tolist()) == list(range(10))
-    assert all(torch.equal(a, b) for a, b in zip(first, [b for b, _ in batches]))
+    assert all(torch.equal(a, b) for a, b in zip(first, [b for b, _ in batches], strict=True))
     epoch[0] = 1
     assert not torch.equal(torch.cat(first), torch.cat([b for b, _ in batches]))
 

@@ -34,9 +34,10 @@ def stop_at(monkeypatch):
     build = devnets.train.make_trainer
 
     def arm(epoch: int, error: type[BaseException] = Crash):
-        monkeypatch.setattr(
-            devnets.train, "make_trainer", lambda cfg, run_dir, cbs: build(cfg, run_dir, [*cbs, StopAtEpoch(epoch, error)])
-        )
+        def make_trainer(cfg, run_dir, callbacks):
+            return build(cfg, run_dir, [*callbacks, StopAtEpoch(epoch, error)])
+
+        monkeypatch.setattr(devnets.train, "make_trainer", make_trainer)
         return lambda: monkeypatch.setattr(devnets.train, "make_trainer", build)
 
     return arm

@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import compose_config
 from hydra import compose, initialize_config_dir
 
+from conftest import compose_config
 from devnets.results import read_metrics
 from devnets.train import CONF_DIR, PROJECT_ROOT
 

@@ -4,8 +4,6 @@ import json
 
 import pytest
 
-from devnets.results import read_metrics
-
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10"])
 def test_each_dataset_trains_and_writes_metrics(run, tmp_path, dataset):
@@ -21,3 +19,28 @@ def test_each_dataset_trains_and_writes_metrics(run, tmp_path, dataset):
     assert metrics["best_test_acc"] == max(metrics["test_acc"])
     assert metrics["train_seconds"] > 0
     assert metrics["config"]["model"]["input_dim"] == (3072 if dataset == "cifar10" else 784)
+
+
+def test_tensorboard_has_curves_histograms_and_hparams(run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    metrics = run("trainer.max_epochs=3", "histogram_every_n_epochs=2")
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"histograms": 0}).Reload()
+    tags = events.Tags()
+    assert {"train/loss", "test/acc", "test/loss", "hp/final_test_acc"} <= set(tags["scalars"])
+    assert [round(e.value, 4) for e in events.Scalars("test/acc")] == [round(a, 4) for a in metrics["test_acc"]]
+    assert {"weights/net.0.weight", "weights/net.3.weight"} <= set(tags["histograms"])
+    assert [e.step for e in events.Histograms("weights/net.0.weight")] == [2, 3]
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert {"data/name", "data/n_train", "model/hidden", "method/name", "seed"} <= set(hparams)
+    assert [e.value for e in events.Scalars("hp/final_test_acc")] == [pytest.approx(metrics["final_test_acc"])]
+
+
+def test_dropout_and_l2_change_training(run, tmp_path):
+    baseline = run(run_dir=tmp_path / "b")
+    dropout = run("method=dropout", run_dir=tmp_path / "d")
+    l2 = run("method=l2", "method.l2=0.5", run_dir=tmp_path / "l")
+    assert dropout["config"]["model"]["dropout"] == 0.5 and l2["config"]["model"]["l2"] == 0.5
+    assert len({tuple(m["train_loss"]) for m in (baseline, dropout, l2)}) == 3

@@ -38,7 +38,8 @@ warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not emp
 CONF_DIR = PROJECT_ROOT / "conf"
 CHECKPOINT = "last.ckpt"
 # Keys that say where or how fast a run goes, not what it computes: a rerun may change them.
-NOT_SETTINGS = ("per_cell", "paths", "threads", "checkpoint_every_n_epochs", "histogram_every_n_epochs", "experiment_name")
+NOT_SETTINGS = ("per_cell", "logger", "paths", "threads", "experiment_name")
+NOT_SETTINGS += ("checkpoint_every_n_epochs", "histogram_every_n_epochs")
 NOT_DATA_SETTINGS = ("root", "download")
 
 
@@ -118,7 +119,8 @@ def build(cfg: DictConfig):
     every = cfg.histogram_every_n_epochs
     require(isinstance(every, int) and every >= 0, "histogram_every_n_epochs", every, "an integer ≥ 0 (0: never)")
     threads = cfg.threads
-    require(threads is None or (isinstance(threads, int) and threads >= 1), "threads", threads, "null or an integer ≥ 1")
+    ok = threads is None or (isinstance(threads, int) and threads >= 1)
+    require(ok, "threads", threads, "null or an integer ≥ 1")
     data = instantiate_node(cfg, "data")
     L.seed_everything(cfg.seed, verbose=False)
     model = instantiate_node(cfg, "model")
