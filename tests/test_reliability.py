@@ -102,6 +102,7 @@ def test_divergence_ends_the_run_with_its_epoch(run):
     metrics = run("model.lr=1e38", "trainer.max_epochs=5")
     assert metrics["status"] == "diverged"
     assert metrics["diverged_epoch"] == metrics["epochs"] < 5
+    assert metrics["train_loss"][-1] is None  # NaN, written as null: metrics.json stays strict JSON
 
 
 def test_damaged_checkpoint_is_reported_and_the_run_starts_over(run, stop_at, tmp_path, caplog):

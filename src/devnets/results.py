@@ -8,6 +8,7 @@ so a run killed at any moment never leaves a file that reads as complete.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,29 @@ class CorruptMetrics(ValueError):
     pass
 
 
-def write_metrics(run_dir: str | os.PathLike, metrics: dict[str, Any]) -> Path:
+def write_metrics(run_dir: str | os.PathLike, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Atomically replace the run's metrics.json; returns the content as written."""
     path = Path(run_dir) / METRICS_FILE
+    metrics = _finite_or_null(metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{METRICS_FILE}.partial")
     with open(partial, "w") as handle:
-        json.dump(metrics, handle, indent=1, allow_nan=True)
+        json.dump(metrics, handle, indent=1, allow_nan=False)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, path)
-    return path
+    return metrics
+
+
+def _finite_or_null(value: Any) -> Any:
+    """NaN and infinities (a diverged run's losses) become null: the file stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -194,10 +194,10 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str
     except Exception as error:
         write_metrics(run_dir, {**metrics, "status": "failed", "error": f"{type(error).__name__}: {error}"})
         raise
-    trainer.save_checkpoint(run_dir / CHECKPOINT)
+    trainer.save_checkpoint(run_dir / CHECKPOINT, weights_only=False)
     metrics.update(results(model, method_callbacks))
     log_hparams(trainer, metrics)
-    write_metrics(run_dir, metrics)
+    metrics = write_metrics(run_dir, metrics)
     log.info("%s: %s, final test accuracy %.2f%%", run_dir, metrics["status"], metrics["final_test_acc"])
     return metrics
 
