@@ -1,0 +1,206 @@
+"""devnets-aggregate on run folders written here with known curves, and on two real tiny runs."""
+
+import csv
+import math
+
+import pytest
+import torch
+
+from devnets.aggregate import load_paper_tables, main
+from devnets.results import write_metrics
+
+BDNN_DSD = {"count_threshold": 10, "bound_step": 0.06, "initial_bound": 0.45}
+
+
+def write_run(root, method="baseline", seed=0, curve=(50.0, 60.0, 70.0), *, status="complete", hidden=100,
+              dataset="mnist", n_train=1200, method_settings=None, **extra):
+    """A run folder as train.py lays it out, with ``curve`` as its per-epoch test accuracy."""
+    run_dir = root / "paper" / f"{dataset}-n{n_train}" / f"h{hidden}" / method / f"seed{seed}"
+    config = {
+        "seed": seed,
+        "data": {"name": dataset, "n_train": n_train, "seed": seed},
+        "model": {"hidden": hidden},
+        "method": {"name": method, **(method_settings or {})},
+    }
+    metrics = {"status": status, "dataset": dataset, "n_train": n_train, "hidden": hidden, "method": method,
+               "seed": seed, "max_epochs": len(curve), "experiment": "paper", "config": config}
+    if status in ("complete", "diverged"):
+        curve = list(curve)
+        metrics |= {"test_acc": curve, "final_test_acc": curve[-1], "best_test_acc": max(curve),
+                    "best_epoch": curve.index(max(curve)) + 1, "epochs": len(curve), "method_stats": {}}
+    write_metrics(run_dir, metrics | extra)
+    return run_dir
+
+
+def aggregate(capsys, *args):
+    assert main([str(arg) for arg in args]) == 0
+    return capsys.readouterr()
+
+
+def read_csv(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def cell(rows, method, hidden="100"):
+    return next(row for row in rows if row["method"] == method and row["hidden"] == hidden)
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """MNIST-1200 h100: baseline and bdnn_dsd on seeds 0-2, BSP on seed 0 only, with known curves."""
+    root = tmp_path / "outputs"
+    for seed, final in enumerate((80.0, 82.0, 84.0)):
+        write_run(root, "baseline", seed, [10.0, 20.0, 30.0, 40.0, final])
+    # against the baseline's 10 20 30 40: reached at epochs 1 1 1 2 -> L = 4/2 = 2 at level 40 (seed 0)
+    write_run(root, "bdnn_dsd", 0, [30.0, 40.0, 40.0, 40.0, 40.0], method_settings=BDNN_DSD)
+    write_run(root, "bdnn_dsd", 1, [40.0, 40.0, 40.0, 40.0, 40.0], method_settings=BDNN_DSD)  # L = 4
+    # gap 1 at every level 10..40: the highest, 40, gives 4/3
+    write_run(root, "bdnn_dsd", 2, [20.0, 30.0, 40.0, 40.0, 40.0], method_settings=BDNN_DSD)
+    write_run(root, "bsp", 0, [40.0, 50.0, 60.0, 70.0, 85.0], method_stats={"compression": 0.9})
+    return root
+
+
+def test_cells_hold_mean_and_sample_std_over_seeds(capsys, sweep, tmp_path):
+    aggregate(capsys, sweep, "--out", tmp_path / "agg")
+    cells = read_csv(tmp_path / "agg" / "cells.csv")
+    baseline = cell(cells, "baseline")
+    assert (float(baseline["final_acc_mean"]), float(baseline["final_acc_std"])) == (82.0, 2.0)
+    assert baseline["n_complete"] == "3" and baseline["missing_seeds"] == "3 4"
+    bdnn = cell(cells, "bdnn_dsd")
+    rates = [2.0, 4.0, 4 / 3]
+    assert float(bdnn["L_mean"]) == pytest.approx(sum(rates) / 3)
+    assert float(bdnn["L_std"]) == pytest.approx(math.sqrt(sum((r - sum(rates) / 3) ** 2 for r in rates) / 2))
+    assert float(cell(cells, "bsp")["compression_mean"]) == pytest.approx(90.0)
+    runs = read_csv(tmp_path / "agg" / "runs.csv")
+    assert len(runs) == 7
+    assert [float(row["L"]) for row in runs if row["method"] == "bdnn_dsd"] == pytest.approx(rates)
+
+
+def test_tables_show_the_papers_values_beside_ours(capsys, sweep, tmp_path):
+    printed = aggregate(capsys, sweep, "--out", tmp_path / "agg").out
+    tables = (tmp_path / "agg" / "tables.md").read_text()
+    assert printed == tables
+    assert "### BDNN-dsd Table 3: test accuracy (%)" in tables
+    assert "### BDNN-dsd Table 4: convergence rate L against the baseline" in tables
+    row_100 = next(line for line in tables.splitlines() if line.startswith("| 100 ") and "89.56" in line)
+    assert "82.00 ± 2.00 [3/5] (85.01 ± 0.31)" in row_100
+    assert "40.00 ± 0.00 [3/5] (89.56 ± 0.13)" in row_100
+    assert "— (88.65 ± 0.13)" in row_100  # a method we did not run still shows the paper's value
+    bsp_row = next(line for line in tables.splitlines() if line.startswith("| 100 ") and "(87.5)" in line)
+    assert "85.00 [1/5] (87.5)" in bsp_row and "90.00 [1/5] (85.95)" in bsp_row
+    # hidden sizes only the paper has are rows too
+    assert any(line.startswith("| 10 ") and "(83.76 ± 0.34)" in line for line in tables.splitlines())
+
+
+def test_runs_that_do_not_count_are_named(capsys, tmp_path):
+    root = tmp_path / "outputs"
+    write_run(root, "dropout", 0, [70.0, 80.0])
+    write_run(root, "dropout", 1, status="failed", error="RuntimeError: out of memory")
+    write_run(root, "dropout", 2, [70.0, math.nan], status="diverged", diverged_epoch=2)
+    write_run(root, "dropout", 3, status="running")
+    corrupt = write_run(root, "dropout", 5, [60.0, 60.0]) / "metrics.json"
+    corrupt.write_text('{"status": "complete", "test_')
+    result = aggregate(capsys, root, "--out", tmp_path / "agg", "--seeds", "0", "1", "2", "3", "4", "5")
+    tables = (tmp_path / "agg" / "tables.md").read_text()
+    assert f"warning: skipped {corrupt}: not valid JSON" in result.err
+    assert f"- skipped {corrupt}: not valid JSON" in tables
+    assert "80.00 [1/6] (87.74 ± 0.19)" in tables  # only the complete seed is averaged
+    assert "missing 4 5; diverged 2; failed 1; running 3" in tables
+    assert "- h100 dropout: seeds 4 5 missing (no metrics.json)" in tables
+    assert "- h100 dropout: seed 1 failed: RuntimeError: out of memory (`" in tables
+    assert "- h100 dropout: seed 2 diverged at epoch 2 (`" in tables
+    assert "- h100 dropout: seed 3 running (`" in tables
+    dropout = cell(read_csv(tmp_path / "agg" / "cells.csv"), "dropout")
+    by_status = [dropout[f"{status}_seeds"] for status in ("missing", "failed", "diverged", "running")]
+    assert by_status == ["4 5", "1", "2", "3"]
+    assert dropout["n_complete"] == "1"
+
+
+def test_plots_are_written(capsys, sweep, tmp_path):
+    net = {"net.0.weight": torch.randn(100, 784), "net.0.bias": torch.zeros(100)}
+    net["net.3.weight"] = torch.randn(10, 100)
+    torch.save({"state_dict": net}, sweep / "paper/mnist-n1200/h100/baseline/seed0/last.ckpt")
+    for value, seed in ((5, 0), (5, 1), (20, 0), (20, 1)):  # a T_num sensitivity sweep beside the sweep
+        settings = BDNN_DSD | {"count_threshold": value}
+        write_run(sweep / f"t{value}", "bdnn_dsd", seed, [40.0, 50.0, value], method_settings=settings)
+    aggregate(capsys, sweep, "--out", tmp_path / "agg")
+    for name in ("curves", "weights", "sensitivity"):
+        path = tmp_path / "agg" / f"{name}_mnist-n1200_h100.png"
+        assert path.stat().st_size > 1000, name
+    tables = (tmp_path / "agg" / "tables.md").read_text()
+    assert "![sensitivity_mnist-n1200_h100.png](sensitivity_mnist-n1200_h100.png)" in tables
+    assert "| 100 (count_threshold=5) " in tables  # each setting of a varied parameter is its own cell
+    cells = read_csv(tmp_path / "agg" / "cells.csv")
+    variants = {row["variant"]: row["n_complete"] for row in cells if row["method"] == "bdnn_dsd"}
+    assert variants == {"count_threshold=5": "2", "count_threshold=10": "3", "count_threshold=20": "2"}
+
+
+def test_a_tuning_sweep_lists_each_setting_with_its_validation_accuracy(capsys, tmp_path):
+    for l2, val in ((0.001, 70.0), (0.01, 75.0)):
+        write_run(tmp_path / f"l2{l2}", "l2", 0, [60.0, 80.0], method_settings={"l2": l2}, val_acc=[50.0, val])
+    tables = aggregate(capsys, tmp_path, "--seeds", "0", "--out", tmp_path / "agg").out
+    assert "final val acc (%)" in tables
+    row = next(line for line in tables.splitlines() if "| l2=0.01 " in line)
+    assert [cell.strip() for cell in row.split("|")[1:7]] == ["100", "l2", "l2=0.01", "1/1", "80.00", "80.00"]
+    assert row.split("|")[7].strip() == "75.00"
+
+
+def test_a_checkpoint_is_optional(capsys, sweep, tmp_path):
+    aggregate(capsys, sweep, "--out", tmp_path / "agg")
+    assert (tmp_path / "agg" / "curves_mnist-n1200_h100.png").exists()
+    assert not (tmp_path / "agg" / "weights_mnist-n1200_h100.png").exists()
+    assert not (tmp_path / "agg" / "sensitivity_mnist-n1200_h100.png").exists()
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "file"])
+def test_bad_arguments_exit_2_with_one_line_and_write_nothing(capsys, sweep, tmp_path, problem):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("")
+    bad = tmp_path / {"missing": "nowhere", "empty": "empty", "file": "file.txt"}[problem]
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(sweep), str(bad), "--out", str(tmp_path / "agg")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and err.startswith("devnets-aggregate: error:")
+    assert not (tmp_path / "agg").exists() and not (sweep / "aggregate").exists()
+
+
+def test_a_sweep_of_only_corrupt_runs_is_an_error(capsys, tmp_path):
+    corrupt = tmp_path / "sweep" / "a" / "metrics.json"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_text("[]")
+    assert main([str(tmp_path / "sweep")]) == 1
+    err = capsys.readouterr().err
+    assert f"warning: skipped {corrupt}: no 'status'" in err and "error: no readable metrics.json" in err
+    assert not (tmp_path / "sweep" / "aggregate").exists()
+
+
+def test_default_out_is_under_the_first_sweep(capsys, sweep):
+    aggregate(capsys, sweep)
+    assert (sweep / "aggregate" / "tables.md").exists()
+    aggregate(capsys, sweep)  # the outputs do not count as runs on a second pass
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_paper_tables_hold_every_table():
+    papers = load_paper_tables()
+    tables = papers.groupby("paper")["table"].agg(lambda names: set(names))
+    assert tables["bdnn_dsd"] == {str(k) for k in range(1, 11)}
+    assert {str(k) for k in range(1, 7)} <= tables["bsp"]
+    assert not papers.duplicated(["paper", "table", "dataset", "n_train", "hidden", "method", "metric"]).any()
+    value = papers.query("paper == 'bdnn_dsd' and dataset == 'mnist' and n_train == 1200 and hidden == 100 "
+                         "and method == 'bdnn_dsd' and metric == 'acc'")["value"]
+    assert value.tolist() == ["89.56"]
+
+
+def test_two_real_runs_aggregate(capsys, run, tmp_path):
+    sweep = tmp_path / "sweep"
+    for method in ("baseline", "dropout"):
+        run(f"method={method}", run_dir=sweep / method / "seed0")
+    aggregate(capsys, sweep, "--seeds", "0", "--out", tmp_path / "agg")
+    cells = read_csv(tmp_path / "agg" / "cells.csv")
+    assert {row["method"] for row in cells} == {"baseline", "dropout"}
+    assert all(row["n_complete"] == "1" and row["missing_seeds"] == "" for row in cells)
+    assert math.isfinite(float(cell(cells, "dropout", hidden="16")["L_mean"]))
+    assert (tmp_path / "agg" / "weights_mnist-n200_h16.png").stat().st_size > 1000
