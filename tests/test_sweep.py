@@ -71,3 +71,11 @@ def test_joblib_sweep_runs_skips_finished_jobs_and_records_failures(data_root, t
     assert again.returncode == 0
     assert f"{done} already holds a complete run; nothing to do" in again.stderr + again.stdout
     assert (done / "metrics.json").stat().st_mtime_ns == finished_at
+
+
+@pytest.mark.parametrize("name, key", [("t_num", "count_threshold"), ("r_d", "bound_step"), ("r_i", "initial_bound")])
+def test_sensitivity_sweeps_vary_one_bdnn_parameter_in_its_own_folders(name, key):
+    cfg = hydra_config(f"experiment=sensitivity_{name}")
+    assert cfg.method.name == "bdnn_dsd" and cfg.model.hidden == 100 and cfg.data.name == "mnist"
+    assert set(cfg.hydra.sweeper.params) == {f"method.{key}", "seed"}
+    assert f"/{key}{cfg.method[key]}/seed0" in cfg.paths.run_subdir
