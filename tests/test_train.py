@@ -1,8 +1,10 @@
 """End-to-end runs through the real Hydra config on the fixture data."""
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10"])
@@ -44,3 +46,17 @@ def test_dropout_and_l2_change_training(run, tmp_path):
     l2 = run("method=l2", "method.l2=0.5", run_dir=tmp_path / "l")
     assert dropout["config"]["model"]["dropout"] == 0.5 and l2["config"]["model"]["l2"] == 0.5
     assert len({tuple(m["train_loss"]) for m in (baseline, dropout, l2)}) == 3
+
+
+NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+
+
+@pytest.mark.parametrize("accelerator, device", [("cpu", "cpu"), pytest.param("gpu", "cuda", marks=NEEDS_GPU)])
+def test_data_and_model_go_to_the_chosen_device(make_config, accelerator, device):
+    from devnets.train import build, make_trainer
+
+    cfg = make_config(f"trainer.accelerator={accelerator}", "trainer.max_epochs=1")
+    data, model, callbacks = build(cfg)
+    trainer = make_trainer(cfg, Path(cfg.paths.output_dir), callbacks)
+    trainer.fit(model, datamodule=data)
+    assert data.train_x.device.type == data.test_x.device.type == model.device.type == device
