@@ -139,3 +139,8 @@ def test_same_seed_same_curve_other_seed_other_curve(run, tmp_path):
     other = run("seed=2", "method=dropout", run_dir=tmp_path / "c")
     assert first["test_acc"] == again["test_acc"] and first["train_loss"] == again["train_loss"]
     assert first["train_loss"] != other["train_loss"]
+
+
+def test_rerun_may_change_how_often_it_logs_or_checkpoints(run):
+    first = run("method=bsp")
+    assert run("method=bsp", "histogram_every_n_epochs=1", "checkpoint_every_n_epochs=3") == first

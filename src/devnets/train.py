@@ -86,6 +86,9 @@ def run_settings(cfg: DictConfig) -> dict[str, Any]:
         settings.pop(key, None)
     for key in NOT_DATA_SETTINGS:
         settings["data"].pop(key, None)
+    for callback in (settings["method"].get("callbacks") or {}).values():
+        for key in NOT_SETTINGS:
+            callback.pop(key, None)
     return settings
 
 
