@@ -1,0 +1,231 @@
+"""BoundMask (BDNN-dsd, Algorithm 1): one rule a test on hand-written weight sequences, then whole runs.
+
+The small tests set a 1×n weight to each row of a sequence (standing in for the optimiser's update)
+and run one time step of Algorithm 1 after each. R_i = 0.5, R_d = 0.25 and T_num = 2 unless a test
+says otherwise: every value is exact in float32, so bounds and counters compare exactly.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from devnets.callbacks.bound_mask import BoundMask
+from devnets.errors import InvalidSetting
+from devnets.train import build, make_trainer
+
+
+def bounded_layer(initial_weights, **settings):
+    bound_mask = BoundMask(**{"initial_bound": 0.5, "bound_step": 0.25, "count_threshold": 2, **settings})
+    layer = nn.Linear(len(initial_weights), 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([initial_weights]))
+    bound_mask.attach(layer)
+    return bound_mask, layer
+
+
+def drive(bound_mask, layer, steps):
+    """One Algorithm 1 step per row of ``steps``; returns (bound, Num+, Num-, weight) after each."""
+    states = []
+    for weights in steps:
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor([weights]))
+        bound_mask.step(layer)
+        states.append(
+            (
+                layer.weight_bound[0].tolist(),
+                layer.weight_exceed_count[0].tolist(),
+                layer.weight_decay_count[0].tolist(),
+                layer.weight[0].tolist(),
+            )
+        )
+    return states
+
+
+def test_bound_grows_after_count_threshold_exceedances():
+    bound_mask, layer = bounded_layer([0.25, 0.25])
+    assert drive(bound_mask, layer, [[1.0, 0.25], [-1.0, 0.25], [1.0, 0.25]]) == [
+        ([0.5, 0.5], [1, 0], [0, 0], [0.5, 0.25]),
+        ([0.75, 0.5], [0, 0], [0, 0], [-0.75, 0.25]),  # Num+ = 2 ≥ T_num: M += R_d, Num+ = 0
+        ([0.75, 0.5], [1, 0], [0, 0], [0.75, 0.25]),
+    ]
+
+
+def test_bound_shrinks_after_count_threshold_decays():
+    bound_mask, layer = bounded_layer([0.5, 0.25])
+    assert drive(bound_mask, layer, [[-0.375, 0.25], [0.25, 0.25], [0.125, 0.25]]) == [
+        ([0.5, 0.5], [0, 0], [1, 0], [-0.375, 0.25]),
+        ([0.25, 0.5], [0, 0], [0, 0], [0.25, 0.25]),  # Num- = 2 ≥ T_num: M -= R_d, Num- = 0
+        ([0.25, 0.5], [0, 0], [1, 0], [0.125, 0.25]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "reset_after_update, expected",
+    [
+        # Algorithm 1: the count starts again after each move
+        (True, [(0.5, 1), (0.75, 0), (0.75, 1), (1.0, 0)]),
+        # the text's step 2: Num+ stays ≥ T_num, so the bound grows every step, even at step 4 where
+        # w = 1.0 no longer exceeds M = 1.0
+        (False, [(0.5, 1), (0.75, 2), (1.0, 3), (1.25, 3)]),
+    ],
+)
+def test_reset_after_update_readings(reset_after_update, expected):
+    bound_mask, layer = bounded_layer([0.25], reset_after_update=reset_after_update)
+    states = drive(bound_mask, layer, [[1.0]] * 4)
+    assert [(bound[0], exceed_count[0]) for bound, exceed_count, _, _ in states] == expected
+
+
+@pytest.mark.parametrize(
+    "counting, expected",
+    [
+        # Algorithm 1: the misses at step 2 keep the counts, so step 3 reaches T_num
+        ("cumulative", [(0.5, 1, 0.5, 1), (0.5, 1, 0.5, 1), (0.75, 0, 0.25, 0)]),
+        # the text: the misses at step 2 start the counts over
+        ("consecutive", [(0.5, 1, 0.5, 1), (0.5, 0, 0.5, 0), (0.5, 1, 0.5, 1)]),
+    ],
+)
+def test_counting_readings(counting, expected):
+    # synapse 0 exceeds, misses, exceeds: (M, Num+); synapse 1 decays, holds, decays: (M, Num-)
+    bound_mask, layer = bounded_layer([0.25, 0.5], counting=counting)
+    states = drive(bound_mask, layer, [[1.0, 0.375], [0.5, 0.375], [1.0, 0.25]])
+    assert [(bound[0], exceed[0], bound[1], decay[1]) for bound, exceed, decay, _ in states] == expected
+
+
+def test_clip_limits_weights_to_the_bound():
+    bound_mask, layer = bounded_layer([0.0, 0.0, 0.0, 0.0, 0.0], count_threshold=100)
+    [(bound, _, _, weight)] = drive(bound_mask, layer, [[0.75, -0.75, 0.25, -0.25, 0.5]])
+    assert weight == [0.5, -0.5, 0.25, -0.25, 0.5]  # eq. 3.3
+    assert bound == [0.5] * 5
+    assert int(bound_mask.clipped) == 2
+    assert layer.weight_previous_magnitude[0].tolist() == [0.5, 0.5, 0.25, 0.25, 0.5]  # |w| after the clip
+
+
+def test_bound_stops_at_zero_and_zeroes_its_weight():
+    bound_mask, layer = bounded_layer([0.5], bound_step=0.375, count_threshold=1)
+    assert drive(bound_mask, layer, [[0.25], [0.0625], [0.0], [0.125]]) == [
+        ([0.125], [0], [0], [0.125]),
+        ([0.0], [0], [0], [0.0]),  # 0.125 - 0.375 < 0: M = 0, so w = 0
+        ([0.0], [0], [0], [0.0]),  # no decay below 0: M stays 0
+        ([0.375], [0], [0], [0.125]),  # |w| > 0 = M exceeds: M grows from 0
+    ]
+
+
+def test_bound_brought_to_zero_is_exactly_zero():
+    # in float32, 0.3 - 0.1 - 0.1 - 0.1 = 1.5e-8, not 0
+    bound_mask, layer = bounded_layer([0.3], initial_bound=0.3, bound_step=0.1, count_threshold=1)
+    drive(bound_mask, layer, [[0.25], [0.15], [0.05]])
+    assert layer.weight_bound.item() == 0.0
+    assert layer.weight.item() == 0.0
+
+
+def test_epoch_cadence_clips_every_step_and_moves_bounds_at_epoch_end():
+    bound_mask, layer = bounded_layer([0.25, 0.25], count_threshold=1, cadence="epoch")
+    model = nn.Sequential(layer)
+    bound_mask.setup(None, model, "fit")
+    for weights in ([1.0, 0.25], [0.5, 0.125]):
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor([weights]))
+        bound_mask.on_train_batch_end(None, model, None, None, 0)
+    assert layer.weight[0].tolist() == [0.5, 0.125]  # clipped at the first step
+    assert layer.weight_bound[0].tolist() == [0.5, 0.5]
+    assert layer.weight_exceeded[0].tolist() == [True, False]
+    bound_mask.step(layer)  # the epoch's end: exceeded during the epoch; decayed since the run's start
+    assert layer.weight_bound[0].tolist() == [0.75, 0.25]
+    assert layer.weight_exceeded[0].tolist() == [False, False]
+    assert layer.weight_previous_magnitude[0].tolist() == [0.5, 0.125]
+
+
+@pytest.mark.parametrize("layers, expected", [("all", ["0", "2"]), ("hidden", ["0"]), (["2"], ["2"])])
+def test_layers_choose_the_bounded_linears(layers, expected):
+    model = nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2))
+    bound_mask = BoundMask(layers=layers)
+    bound_mask.setup(None, model, "fit")
+    assert list(bound_mask.bounded) == expected
+    assert [name for name, _ in model.named_buffers() if name.endswith("weight_bound")] == [
+        f"{name}.weight_bound" for name in expected
+    ]
+
+
+def test_unknown_layer_name_is_refused():
+    with pytest.raises(InvalidSetting, match=r"^layers=\['net.9'\] is not allowed: names of nn.Linear"):
+        BoundMask(layers=["net.9"]).setup(None, nn.Sequential(nn.Linear(4, 3)), "fit")
+
+
+def test_setup_again_keeps_the_state():
+    bound_mask, layer = bounded_layer([0.25])
+    drive(bound_mask, layer, [[1.0], [1.0]])
+    bound_mask.setup(None, nn.Sequential(layer), "validate")
+    assert layer.weight_bound.tolist() == [[0.75]]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "method.initial_bound=0",
+        "method.initial_bound=-1",
+        "method.bound_step=-0.06",
+        "method.count_threshold=0",
+        "method.count_threshold=2.5",
+        "method.counting=sometimes",
+        "method.reset_after_update=maybe",
+        "method.layers=output",
+        "method.cadence=hourly",
+    ],
+)
+def test_bad_settings_are_one_line_errors(make_config, override):
+    key = override.split("=")[0]
+    with pytest.raises(InvalidSetting) as error:
+        build(make_config("method=bdnn_dsd", override))
+    assert str(error.value).startswith(f"{key}=") and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, bounded_weights",
+    [((), 784 * 16 + 16 * 10), (("method.cadence=epoch", "method.layers=hidden"), 784 * 16)],
+)
+def test_two_epochs_through_hydra(run, overrides, bounded_weights):
+    metrics = run("method=bdnn_dsd", *overrides)
+    assert metrics["status"] == "complete" and metrics["method"] == "bdnn_dsd"
+    stats = metrics["method_stats"]
+    assert stats["bounded_weights"] == bounded_weights
+    # 4 steps an epoch, fewer than T_num = 10: no bound has moved yet
+    assert stats["mean_bound"] == pytest.approx(0.45)
+    assert (stats["zero_bounds"], stats["first_zero_bound_epoch"]) == (0, None)
+    assert set(stats["per_epoch"]) == {
+        "mean_bound", "zero_bounds", "zero_weights", "zero_bound_overlap", "zero_weight_overlap", "clipped",
+    }
+    assert all(len(curve) == 2 for curve in stats["per_epoch"].values())
+    assert stats["clipped_total"] == sum(stats["per_epoch"]["clipped"])
+
+
+# Fast-moving bounds, so that two epochs leave zero bounds and non-zero counters to restore.
+FAST = ("method=bdnn_dsd", "method.count_threshold=2", "method.bound_step=0.25")
+
+
+def fit(make_config, run_dir, epochs, resume=False):
+    cfg = make_config(*FAST, f"trainer.max_epochs={epochs}", "checkpoint_every_n_epochs=1", run_dir=run_dir)
+    data, model, callbacks = build(cfg)
+    trainer = make_trainer(cfg, run_dir, callbacks)
+    trainer.fit(model, datamodule=data, ckpt_path=run_dir / "last.ckpt" if resume else None)
+    return trainer, model, callbacks[0]
+
+
+def test_resumed_run_continues_as_an_uninterrupted_one(make_config, tmp_path):
+    trainer, model, bound_mask = fit(make_config, tmp_path / "whole", epochs=4)
+    fit(make_config, tmp_path / "parts", epochs=2)
+    _, resumed_model, resumed_mask = fit(make_config, tmp_path / "parts", epochs=4, resume=True)
+
+    state, resumed_state = model.state_dict(), resumed_model.state_dict()
+    assert {"net.0.weight_bound", "net.0.weight_decay_count", "net.3.weight_previous_magnitude"} <= set(state)
+    assert state.keys() == resumed_state.keys()
+    for name, tensor in state.items():
+        assert torch.equal(tensor, resumed_state[name]), name
+    assert resumed_mask.summary() == bound_mask.summary()
+
+    stats = bound_mask.summary()
+    assert stats["first_zero_bound_epoch"] is not None and stats["zero_weights"] >= stats["zero_bounds"] > 0
+    assert stats["zero_bound_overlap"] <= stats["zero_bounds"]
+    assert len(stats["per_epoch"]["zero_bounds"]) == 4
+    assert trainer.callback_metrics["bdnn/zero_bounds"] == stats["zero_bounds"]
+    weight, bound = model.net[0].weight, model.net[0].weight_bound
+    assert bool((weight.abs() <= bound).all())
