@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from devnets.epoch_logging import log_epoch_metrics
 from devnets.errors import require
 
 LOSSES = ("cross_entropy", "mse")
@@ -84,9 +85,8 @@ class MLPClassifier(L.LightningModule):
         self._epoch_started = time.perf_counter()
 
     def on_train_epoch_end(self) -> None:
-        train_loss = self._train_loss_sum / self._train_count
-        self.log("train/loss", train_loss)
-        self.history["train_loss"].append(train_loss.item())
+        self.history["train_loss"].append((self._train_loss_sum / self._train_count).item())
+        log_epoch_metrics(self.trainer, {"train/loss": self.history["train_loss"][-1]})
         self.train_seconds += time.perf_counter() - self._epoch_started
         if not math.isfinite(self.history["train_loss"][-1]):
             self.diverged_epoch = self.current_epoch + 1
@@ -108,11 +108,10 @@ class MLPClassifier(L.LightningModule):
             return
         for dataloader_idx, (loss_sum, correct, count) in self._eval_sums.items():
             split = "test" if dataloader_idx == 0 else "val"
-            accuracy, loss = 100.0 * correct / count, loss_sum / count
-            self.log(f"{split}/acc", accuracy.float(), add_dataloader_idx=False)
-            self.log(f"{split}/loss", loss.float(), add_dataloader_idx=False)
-            self.history.setdefault(f"{split}_acc", []).append(accuracy.item())
-            self.history.setdefault(f"{split}_loss", []).append(loss.item())
+            accuracy, loss = (100.0 * correct / count).item(), (loss_sum / count).item()
+            self.history.setdefault(f"{split}_acc", []).append(accuracy)
+            self.history.setdefault(f"{split}_loss", []).append(loss)
+            log_epoch_metrics(self.trainer, {f"{split}/acc": accuracy, f"{split}/loss": loss})
 
     def configure_optimizers(self):
         weights = [p for p in self.parameters() if p.ndim > 1]

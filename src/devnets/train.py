@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from devnets.callbacks.epoch_progress_bar import EpochProgressBar
 from devnets.callbacks.weight_histograms import WeightHistograms
 from devnets.data import DATASETS, PROJECT_ROOT, DataCorrupt, DataNotFound
 from devnets.errors import InvalidSetting, require
@@ -170,6 +171,8 @@ def make_trainer(cfg: DictConfig, run_dir: Path, method_callbacks: list) -> L.Tr
         enable_version_counter=False,
     )
     callbacks = [*method_callbacks, WeightHistograms(cfg.histogram_every_n_epochs), checkpoint]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(EpochProgressBar())
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 
 

@@ -25,6 +25,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
 from devnets.callbacks.weight_histograms import add_histograms, is_due
+from devnets.epoch_logging import log_epoch_metrics
 from devnets.errors import require
 
 COUNTINGS = ("cumulative", "consecutive")
@@ -228,7 +229,7 @@ class BoundMask(Callback):
         self.zero_bounds_before, self.zero_weights_before = zero_bounds, zero_weights
         for name, value in statistics.items():
             self.curves[name].append(value)
-        pl_module.log_dict({f"bdnn/{name}": float(value) for name, value in statistics.items()})
+        log_epoch_metrics(trainer, {f"bdnn/{name}": value for name, value in statistics.items()})
         if is_due(trainer, self.histogram_every_n_epochs):
             bounds = {f"bounds/{name}.weight": module.weight_bound for name, module in self.bounded.items()}
             add_histograms(trainer, bounds)

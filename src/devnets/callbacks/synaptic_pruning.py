@@ -30,6 +30,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
 from devnets.callbacks.weight_histograms import add_histograms, is_due
+from devnets.epoch_logging import log_epoch_metrics
 from devnets.errors import require
 
 # The constants of eqs. (1) and (2), "carefully defined based on our experience" (section 3).
@@ -300,12 +301,14 @@ class SynapticPruning(Callback):
         return zeros / sum(weight.numel() for weight in weights)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        pl_module.log("bsp/pruning_rate", self.rate)
-        pl_module.log("bsp/count_threshold", self.threshold)
-        pl_module.log("bsp/pruned", float(self.n_pruned))
-        pl_module.log("bsp/compression", self.compression())
-        for name, fraction in self.pruned_fractions().items():
-            pl_module.log(f"bsp/pruned_fraction/{name}", fraction)
+        statistics = {
+            "bsp/pruning_rate": self.rate,
+            "bsp/count_threshold": self.threshold,
+            "bsp/pruned": self.n_pruned,
+            "bsp/compression": self.compression(),
+        }
+        fractions = {f"bsp/pruned_fraction/{name}": value for name, value in self.pruned_fractions().items()}
+        log_epoch_metrics(trainer, statistics | fractions)
         if is_due(trainer, self.histogram_every_n_epochs):
             histograms = {}
             for name, layer in self.pruned_layers.items():
