@@ -1,0 +1,179 @@
+"""How close the pipeline runs to a plain PyTorch loop: ``python scripts/benchmark.py [--quick] [--json PATH]``.
+
+In one process, on synthetic data of MNIST's shape (no dataset needed), it times
+1. the machine's matmul throughput at the model's shapes,
+2. a plain PyTorch loop doing exactly the pipeline's work (same MLP, batch 600, SGD, a full test-set
+   evaluation after every epoch), and
+3. the devnets pipeline, through the Trainer that ``devnets.train`` builds, for every method,
+and prints ms per epoch (the median over epochs after a warm-up), GFLOP/s, the ratio to the plain
+loop and the process's peak memory so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from lightning.pytorch import Callback
+from omegaconf import open_dict
+
+from devnets.train import CONF_DIR, build, make_trainer
+
+METHODS = ("baseline", "dropout", "l2", "bdnn_dsd", "bsp")
+N_TEST, INPUTS, CLASSES, BATCH = 10_000, 784, 10, 600
+
+
+def synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, INPUTS, generator=generator), torch.randint(0, CLASSES, (n,), generator=generator)
+
+
+def epoch_flops(n_train: int, hidden: int) -> float:
+    """Multiply-adds x2 of one epoch: forward+backward (3 matmuls) on the training set, forward on the test set."""
+    per_sample = 2 * (INPUTS * hidden + hidden * CLASSES)
+    return 3 * per_sample * n_train + per_sample * N_TEST
+
+
+def matmul_gflops(hidden: int, repeats: int) -> float:
+    """Throughput of the model's largest matmul (a test-set forward through the first layer)."""
+    x, w = torch.rand(N_TEST, INPUTS), torch.rand(hidden, INPUTS)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x @ w.T
+        times.append(time.perf_counter() - start)
+    return 2 * N_TEST * INPUTS * hidden / statistics.median(times) / 1e9
+
+
+def plain_loop(n_train: int, hidden: int, epochs: int) -> list[float]:
+    """Seconds per epoch of a hand-written loop doing the pipeline's work."""
+    torch.manual_seed(0)
+    train_x, train_y = synthetic(n_train, 1)
+    test_x, test_y = synthetic(N_TEST, 2)
+    model = torch.nn.Sequential(torch.nn.Linear(INPUTS, hidden), torch.nn.Sigmoid(), torch.nn.Linear(hidden, CLASSES))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    times = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(epoch))
+        model.train()
+        for first in range(0, n_train, BATCH):
+            index = order[first : first + BATCH]
+            loss = torch.nn.functional.cross_entropy(model(train_x[index]), train_y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            logits = model(test_x)
+            (logits.argmax(1) == test_y).float().mean().item()
+            torch.nn.functional.cross_entropy(logits, test_y).item()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class EpochTimer(Callback):
+    """Wall time from one epoch's end to the next: training, evaluation and every hook in between."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if not self.ends:
+            self.ends.append(time.perf_counter())
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.ends.append(time.perf_counter())
+
+    def seconds(self) -> list[float]:
+        return [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)]
+
+
+def pipeline(n_train: int, hidden: int, method: str, epochs: int, run_dir: Path) -> list[float]:
+    """Seconds per epoch of devnets' own Trainer, data module and callbacks on synthetic data."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"method={method}", f"model.hidden={hidden}", f"data.n_train={n_train}",
+                       f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=true"],
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    data, model, callbacks = build(cfg)
+    data.train_x, data.train_y = synthetic(n_train, 1)
+    data.test_x, data.test_y = synthetic(N_TEST, 2)
+    timer = EpochTimer()
+    trainer = make_trainer(cfg, run_dir, [*callbacks, timer])
+    trainer.fit(model, datamodule=data)
+    return timer.seconds()
+
+
+def peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(n_trains, hiddens, methods, epochs: int, warmup: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for n_train in n_trains:
+            for hidden in hiddens:
+                flops = epoch_flops(n_train, hidden)
+                peak = matmul_gflops(hidden, repeats=20)
+                plain = statistics.median(plain_loop(n_train, hidden, warmup + epochs)[warmup:])
+                rows.append(row("matmul peak", n_train, hidden, flops / (peak * 1e9), flops, plain))
+                rows.append(row("plain loop", n_train, hidden, plain, flops, plain))
+                for method in methods:
+                    run_dir = Path(scratch) / f"{method}-{n_train}-{hidden}"
+                    seconds = pipeline(n_train, hidden, method, warmup + epochs, run_dir)
+                    rows.append(row(method, n_train, hidden, statistics.median(seconds[warmup:]), flops, plain))
+    return rows
+
+
+def row(setting: str, n_train: int, hidden: int, seconds: float, flops: float, plain: float) -> dict:
+    return {
+        "setting": setting,
+        "n_train": n_train,
+        "hidden": hidden,
+        "ms_per_epoch": round(seconds * 1e3, 2),
+        "gflops": round(flops / seconds / 1e9, 2),
+        "ratio_to_plain": round(seconds / plain, 3),
+        "peak_memory_mb": round(peak_memory_mb()),
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(r[key]) for key in header) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1200 samples at 10 and 100 hidden: about a minute")
+    parser.add_argument("--json", metavar="PATH", type=Path, help="also write the rows as JSON to PATH ('-': stdout)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        rows = measure([1200], [10, 100], args.methods, epochs=15, warmup=3)
+    else:
+        rows = measure([1200, 60000], [10, 100, 500], args.methods, epochs=12, warmup=3)
+    print(markdown(rows))
+    if args.json == Path("-"):
+        print(json.dumps(rows, indent=1))
+    elif args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

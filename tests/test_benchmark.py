@@ -1,0 +1,21 @@
+"""The benchmark script runs end to end (its timings are printed, never asserted)."""
+
+import json
+
+from devnets import benchmark
+
+
+def test_benchmark_rows_cover_the_plain_loop_and_every_method(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(benchmark, "N_TEST", 500)
+    rows = benchmark.measure([600], [8], benchmark.METHODS, epochs=2, warmup=1)
+    assert [row["setting"] for row in rows] == ["matmul peak", "plain loop", *benchmark.METHODS]
+    assert all(row["ms_per_epoch"] > 0 and row["peak_memory_mb"] > 0 for row in rows)
+    assert rows[1]["ratio_to_plain"] == 1.0
+
+
+def test_benchmark_writes_json_beside_the_table(tmp_path, capsys, monkeypatch):
+    one_row = [benchmark.row("plain loop", 1, 2, 0.5, 1e9, 0.5)]
+    monkeypatch.setattr(benchmark, "measure", lambda *args, **kwargs: one_row)
+    benchmark.main(["--quick", "--json", str(tmp_path / "rows.json")])
+    assert capsys.readouterr().out.splitlines()[0].startswith("| setting | n_train | hidden | ms_per_epoch")
+    assert json.loads((tmp_path / "rows.json").read_text())[0]["gflops"] == 2.0
