@@ -101,3 +101,20 @@ def test_corrupt_file_is_named(data_root, tmp_path):
 def test_n_train_larger_than_the_files_is_refused(data_root):
     with pytest.raises(InvalidSetting, match=f"n_train={N_TRAIN + 1} is not allowed"):
         loaded(name="mnist", root=str(data_root), n_train=N_TRAIN + 1)
+
+
+def test_damaged_cifar_batch_is_named(data_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(data_root / "cifar-10-batches-py", root / "cifar-10-batches-py")
+    damaged = root / "cifar-10-batches-py" / "data_batch_3"
+    damaged.write_bytes(damaged.read_bytes()[:500])
+    with pytest.raises(DataCorrupt, match="data_batch_3 is damaged"):
+        loaded(name="cifar10", root=str(root), n_train=10)
+
+
+def test_incomplete_dataset_is_not_found(data_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(data_root / "MNIST", root / "MNIST")
+    (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataNotFound, match="MNIST not found in"):
+        locate("mnist", root)

@@ -18,6 +18,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
 
 from devnets.errors import require
 
@@ -74,7 +75,7 @@ def _unpack_flat_idx(info: DatasetInfo, root: Path) -> Path | None:
     """
     if not issubclass(info.torchvision_class, datasets.MNIST):
         return None
-    names = [os.path.splitext(os.path.basename(url))[0] for url, _ in info.torchvision_class.resources]
+    names = _idx_names(info)
     for flat in ([root / info.debian_folder] if info.debian_folder else []) + [root]:
         if all((flat / name).exists() or (flat / f"{name}.gz").exists() for name in names):
             target_root = cache_dir() / "debian"
@@ -90,23 +91,25 @@ def _unpack_flat_idx(info: DatasetInfo, root: Path) -> Path | None:
     return None
 
 
+def _idx_names(info: DatasetInfo) -> list[str]:
+    """The uncompressed IDX file names torchvision's MNIST-style classes read."""
+    return [os.path.splitext(os.path.basename(url))[0] for url, _ in info.torchvision_class.resources]
+
+
 def _files_of(info: DatasetInfo, root: Path) -> list[Path]:
+    """Every file torchvision reads for ``info`` under ``root``."""
     folder = root / info.folder
     if info.torchvision_class is datasets.CIFAR10:
         entries = info.torchvision_class.train_list + info.torchvision_class.test_list
         return [folder / name for name, _ in entries] + [folder / info.torchvision_class.meta["filename"]]
-    return sorted((folder / "raw").glob("*-ubyte"))
+    return [folder / "raw" / name for name in _idx_names(info)]
 
 
 def _read(info: DatasetInfo, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One split as (float32 pixels in [0, 1], flattened; int64 labels)."""
     try:
         dataset = info.torchvision_class(str(root), train=train, download=False)
-    except RuntimeError as error:
-        if not all(path.exists() for path in _files_of(info, root)):
-            raise
-        raise DataCorrupt(_describe_corruption(info, root, error)) from error
-    except Exception as error:  # torchvision's readers fail with assorted errors on damaged files
+    except Exception as error:  # every file exists (locate), so torchvision failed on a damaged one
         raise DataCorrupt(_describe_corruption(info, root, error)) from error
     pixels = torch.as_tensor(dataset.data)
     if pixels.ndim == 4:  # CIFAR-10: (N, 32, 32, 3) -> channel-major like ToTensor
@@ -126,7 +129,9 @@ def _describe_corruption(info: DatasetInfo, root: Path, error: Exception) -> str
                 culprit = path
                 break
     else:
-        culprit = next((p for p in _files_of(info, root) if not p.exists()), culprit)
+        cls = info.torchvision_class
+        expected = {name: md5 for name, md5 in cls.train_list + cls.test_list} | {cls.meta["filename"]: cls.meta["md5"]}
+        culprit = next((p for p in _files_of(info, root) if not check_integrity(str(p), expected[p.name])), culprit)
     detail = str(error).splitlines()[0] if str(error) else type(error).__name__
     return f"data.root: {culprit} is damaged or not a {info.folder} file ({detail}); replace it or delete it"
 
@@ -136,7 +141,7 @@ def locate(name: str, root: str | os.PathLike | None, download: bool = False) ->
     info = DATASETS[name]
     candidates = search_roots(root)
     for candidate in candidates:
-        if all(path.exists() for path in _files_of(info, candidate)) and _files_of(info, candidate):
+        if all(path.exists() for path in _files_of(info, candidate)):
             return candidate
         unpacked = _unpack_flat_idx(info, candidate)
         if unpacked is not None:
