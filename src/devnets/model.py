@@ -24,8 +24,9 @@ class MLPClassifier(L.LightningModule):
     group, which is the same update without building the penalty every step.
 
     The module keeps the run's per-epoch curves (``history``), stops at the first non-finite training
-    loss (``diverged_epoch``, 1-based) and times training. Those, and the torch RNG state (dropout
-    masks), travel in checkpoints, so a resumed run continues exactly as an uninterrupted one.
+    loss (``diverged_epoch``, 1-based) and times training. Those, and the torch RNG states (dropout
+    masks; CPU and, where present, CUDA), travel in checkpoints, so a resumed run continues exactly as
+    an uninterrupted one.
     Lightning's checkpoint callback runs after this module's ``on_train_epoch_end``, so a checkpoint
     always holds whole epochs.
     """
@@ -128,6 +129,7 @@ class MLPClassifier(L.LightningModule):
             "diverged_epoch": self.diverged_epoch,
             "train_seconds": self.train_seconds,
             "torch_rng_state": torch.get_rng_state(),
+            "cuda_rng_states": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -136,3 +138,5 @@ class MLPClassifier(L.LightningModule):
         self.diverged_epoch = state["diverged_epoch"]
         self.train_seconds = state["train_seconds"]
         torch.set_rng_state(state["torch_rng_state"])
+        if state.get("cuda_rng_states") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng_states"])
