@@ -15,6 +15,7 @@ BAD_SETTINGS = [
     (["model.hidden=-5"], "model.hidden=-5 is not allowed: an integer ≥ 1"),
     (["model.lr=0"], "model.lr=0 is not allowed: a finite number > 0"),
     (["model.lr=-0.1"], "model.lr=-0.1 is not allowed: a finite number > 0"),
+    (["model.lr=fast"], "model.lr='fast' is not allowed: a finite number > 0"),
     (["model.momentum=1.5"], "model.momentum=1.5 is not allowed: a number in [0, 1)"),
     (["model.loss=hinge"], "model.loss='hinge' is not allowed: one of ['cross_entropy', 'mse']"),
     (["method=dropout", "method.p=1.0"], "method.p=1.0 is not allowed: a number in [0, 1)"),

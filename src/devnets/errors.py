@@ -1,5 +1,7 @@
 """The one error type for bad settings: one line naming the key, the value and what is allowed."""
 
+import math
+
 
 class InvalidSetting(ValueError):
     """A setting outside what devnets accepts.
@@ -14,6 +16,16 @@ class InvalidSetting(ValueError):
 
     def renamed(self, key: str) -> "InvalidSetting":
         return InvalidSetting(key, self.value, self.allowed)
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float (not a bool, not a string a config left unconverted)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole(value: object, minimum: int = 0) -> bool:
+    """An int (not a bool) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def require(ok: bool, key: str, value: object, allowed: str) -> None:

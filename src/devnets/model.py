@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from devnets.epoch_logging import log_epoch_metrics
-from devnets.errors import require
+from devnets.errors import is_number, is_whole, require
 
 LOSSES = ("cross_entropy", "mse")
 
@@ -43,12 +43,12 @@ class MLPClassifier(L.LightningModule):
         loss: str = "cross_entropy",
     ):
         super().__init__()
-        require(isinstance(hidden, int) and hidden >= 1, "hidden", hidden, "an integer ≥ 1")
-        require(isinstance(input_dim, int) and input_dim >= 1, "input_dim", input_dim, "an integer ≥ 1")
-        require(lr > 0 and math.isfinite(lr), "lr", lr, "a finite number > 0")
-        require(0 <= momentum < 1, "momentum", momentum, "a number in [0, 1)")
-        require(0 <= dropout < 1, "dropout", dropout, "a number in [0, 1)")
-        require(l2 >= 0 and math.isfinite(l2), "l2", l2, "a finite number ≥ 0")
+        require(is_whole(hidden, minimum=1), "hidden", hidden, "an integer ≥ 1")
+        require(is_whole(input_dim, minimum=1), "input_dim", input_dim, "an integer ≥ 1")
+        require(is_number(lr) and lr > 0, "lr", lr, "a finite number > 0")
+        require(is_number(momentum) and 0 <= momentum < 1, "momentum", momentum, "a number in [0, 1)")
+        require(is_number(dropout) and 0 <= dropout < 1, "dropout", dropout, "a number in [0, 1)")
+        require(is_number(l2) and l2 >= 0, "l2", l2, "a finite number ≥ 0")
         require(loss in LOSSES, "loss", loss, f"one of {list(LOSSES)}")
         self.save_hyperparameters()
         self.net = nn.Sequential(

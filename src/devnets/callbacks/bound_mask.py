@@ -15,7 +15,6 @@ explained in docs/reproduction.md.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch import nn
 
 from devnets.callbacks.weight_histograms import add_histograms, is_due
 from devnets.epoch_logging import log_epoch_metrics
-from devnets.errors import require
+from devnets.errors import is_number, is_whole, require
 
 COUNTINGS = ("cumulative", "consecutive")
 CADENCES = ("batch", "epoch")
@@ -38,14 +37,6 @@ ROUNDING = 1e-3
 STATISTICS = (
     "mean_bound", "zero_bounds", "zero_weights", "zero_bound_overlap", "zero_weight_overlap", "clipped",
 )
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def is_name_list(value: Any) -> bool:
@@ -91,7 +82,7 @@ class BoundMask(Callback):
         )
         require(is_number(bound_step) and bound_step >= 0, "bound_step", bound_step, "a number ≥ 0")
         require(
-            is_count(count_threshold) and count_threshold >= 1,
+            is_whole(count_threshold, minimum=1),
             "count_threshold", count_threshold, "an integer ≥ 1",
         )
         require(counting in COUNTINGS, "counting", counting, f"one of {list(COUNTINGS)}")
@@ -105,7 +96,7 @@ class BoundMask(Callback):
         )
         require(cadence in CADENCES, "cadence", cadence, f"one of {list(CADENCES)}")
         every = histogram_every_n_epochs
-        require(is_count(every), "histogram_every_n_epochs", every, "an integer ≥ 0 (0: never)")
+        require(is_whole(every), "histogram_every_n_epochs", every, "an integer ≥ 0 (0: never)")
         self.initial_bound, self.bound_step, self.count_threshold = initial_bound, bound_step, count_threshold
         self.counting, self.reset_after_update = counting, reset_after_update
         self.layers, self.cadence, self.histogram_every_n_epochs = layers, cadence, every

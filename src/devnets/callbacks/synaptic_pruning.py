@@ -31,7 +31,7 @@ from torch import nn
 
 from devnets.callbacks.weight_histograms import add_histograms, is_due
 from devnets.epoch_logging import log_epoch_metrics
-from devnets.errors import require
+from devnets.errors import is_number, is_whole, require
 
 # The constants of eqs. (1) and (2), "carefully defined based on our experience" (section 3).
 ALPHA, BETA, MU, A, B = 0.048, 50, 146, 1244, 60_000
@@ -172,16 +172,16 @@ class SynapticPruning(Callback):
     ):
         positive = {"alpha": alpha, "beta": beta, "threshold_scale": threshold_scale, "sample_scale": sample_scale}
         for key, value in positive.items():
-            require(_is_number(value) and value > 0, key, value, "a finite number > 0")
-        require(_is_number(mu) and mu >= 0, "mu", mu, "a finite number ≥ 0")
+            require(is_number(value) and value > 0, key, value, "a finite number > 0")
+        require(is_number(mu) and mu >= 0, "mu", mu, "a finite number ≥ 0")
         require(rate_form in RATE_FORMS, "rate_form", rate_form, f"one of {list(RATE_FORMS)}")
         require(iteration in ITERATIONS, "iteration", iteration, f"one of {list(ITERATIONS)}")
         require(candidates in CANDIDATES, "candidates", candidates, f"one of {list(CANDIDATES)}")
         require(layers in LAYERS, "layers", layers, f"one of {list(LAYERS)}")
         for key, value in (("n_neurons", n_neurons), ("n_samples", n_samples)):
-            require(value is None or _is_count(value), key, value, "null or an integer ≥ 1")
+            require(value is None or is_whole(value, minimum=1), key, value, "null or an integer ≥ 1")
         require(
-            histogram_every_n_epochs == 0 or _is_count(histogram_every_n_epochs),
+            is_whole(histogram_every_n_epochs),
             "histogram_every_n_epochs", histogram_every_n_epochs, "an integer ≥ 0 (0: never)",
         )
         self.alpha, self.beta, self.mu = alpha, beta, mu
@@ -341,11 +341,3 @@ class SynapticPruning(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.first_pruning_epoch = state_dict["first_pruning_epoch"]
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
