@@ -79,3 +79,18 @@ def test_sensitivity_sweeps_vary_one_bdnn_parameter_in_its_own_folders(name, key
     assert cfg.method.name == "bdnn_dsd" and cfg.model.hidden == 100 and cfg.data.name == "mnist"
     assert set(cfg.hydra.sweeper.params) == {f"method.{key}", "seed"}
     assert f"/{key}{cfg.method[key]}/seed0" in cfg.paths.run_subdir
+
+
+@pytest.mark.parametrize("experiment, readings", [
+    ("fidelity_bdnn", ["method.counting=consecutive", "method.reset_after_update=false"]),
+    ("fidelity_bsp", ["method.iteration=epoch", "method.candidates=per_layer"]),
+    ("fidelity_setup", ["model.loss=mse", "data.subset=balanced", "model.init=glorot"]),
+])
+def test_fidelity_sweeps_give_each_reading_its_own_run_folder(experiment, readings):
+    default = hydra_config(f"experiment={experiment}")
+    assert default.data.n_train == 1200 and default.model.hidden == 100
+    assert set(default.hydra.sweeper.params) >= {"data", "seed"}
+    folders = {default.paths.run_subdir} | {
+        hydra_config(f"experiment={experiment}", reading).paths.run_subdir for reading in readings
+    }
+    assert len(folders) == len(readings) + 1

@@ -14,6 +14,9 @@ from devnets.epoch_logging import log_epoch_metrics
 from devnets.errors import is_number, is_whole, require
 
 LOSSES = ("cross_entropy", "mse")
+# torch: nn.Linear's own, U(±1/√fan_in) for weights and biases; glorot: Keras' Dense default,
+# U(±√(6/(fan_in + fan_out))) weights and zero biases. The papers do not say (docs/reproduction.md).
+INITS = ("torch", "glorot")
 
 
 class MLPClassifier(L.LightningModule):
@@ -41,6 +44,7 @@ class MLPClassifier(L.LightningModule):
         dropout: float = 0.0,
         l2: float = 0.0,
         loss: str = "cross_entropy",
+        init: str = "torch",
     ):
         super().__init__()
         require(is_whole(hidden, minimum=1), "hidden", hidden, "an integer ≥ 1")
@@ -50,6 +54,7 @@ class MLPClassifier(L.LightningModule):
         require(is_number(dropout) and 0 <= dropout < 1, "dropout", dropout, "a number in [0, 1)")
         require(is_number(l2) and l2 >= 0, "l2", l2, "a finite number ≥ 0")
         require(loss in LOSSES, "loss", loss, f"one of {list(LOSSES)}")
+        require(init in INITS, "init", init, f"one of {list(INITS)}")
         self.save_hyperparameters()
         self.net = nn.Sequential(
             nn.Linear(input_dim, hidden),
@@ -57,6 +62,10 @@ class MLPClassifier(L.LightningModule):
             nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
             nn.Linear(hidden, num_classes),
         )
+        if init == "glorot":
+            for layer in (self.net[0], self.net[3]):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.history: dict[str, list[float]] = {"train_loss": [], "test_acc": [], "test_loss": []}
         self.diverged_epoch: int | None = None
         self.train_seconds = 0.0
