@@ -94,3 +94,11 @@ def test_fidelity_sweeps_give_each_reading_its_own_run_folder(experiment, readin
         hydra_config(f"experiment={experiment}", reading).paths.run_subdir for reading in readings
     }
     assert len(folders) == len(readings) + 1
+
+
+@pytest.mark.parametrize("experiment, key, value", [("tune_l2", "l2", 0.001), ("tune_dropout", "p", 0.2)])
+def test_tuning_sweeps_hold_out_validation_and_name_the_value_in_the_run_folder(experiment, key, value):
+    cfg = hydra_config(f"experiment={experiment}", f"method.{key}={value}")
+    assert cfg.data.val_size == 5000 and cfg.data.n_train == 1200
+    assert f"method.{key}" in cfg.hydra.sweeper.params
+    assert f"/{key}{value}/seed0" in cfg.paths.run_subdir

@@ -66,7 +66,8 @@ def plain_loop(n_train: int, hidden: int, epochs: int) -> list[float]:
         model.train()
         for first in range(0, n_train, BATCH):
             index = order[first : first + BATCH]
-            loss = torch.nn.functional.cross_entropy(model(train_x[index]), train_y[index])
+            batch_x, batch_y = train_x.index_select(0, index), train_y.index_select(0, index)
+            loss = torch.nn.functional.cross_entropy(model(batch_x), batch_y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
