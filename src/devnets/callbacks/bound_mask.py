@@ -148,11 +148,12 @@ class BoundMask(Callback):
         if self.reset_after_update:
             counter.addcmul_(counter, reached, value=-1)
 
-    def clip(self, weight, bound, magnitude, outside) -> torch.Tensor:
-        """Eq. 3.3: w = M where w > M, -M where w < -M. Returns ``outside``, set to 1.0 where w was
-        outside [-M, M]; ``magnitude`` is |w| before the clip."""
+    def clip(self, weight, bound, magnitude, outside, clipped_magnitude) -> torch.Tensor:
+        """Eq. 3.3: w = M where w > M, -M where w < -M, written as w = sign(w)·min(|w|, M), which also
+        leaves |w| after the clip in ``clipped_magnitude``. ``magnitude`` is |w| before the clip.
+        Returns ``outside``, set to 1.0 where w was outside [-M, M]."""
         self.clipped += torch.gt(magnitude, bound, out=outside).sum()
-        weight.clamp_(min=-bound, max=bound)
+        torch.copysign(torch.minimum(magnitude, bound, out=clipped_magnitude), weight, out=weight)
         return outside
 
     @torch.no_grad()
@@ -181,8 +182,7 @@ class BoundMask(Callback):
         # -M ≤ w ≤ M is empty for M < 0: M stops at 0
         F.threshold(bound, ROUNDING * self.bound_step, 0.0, inplace=True)
         # limit the weight to the bound mask (eq. 3.3); |w| after clipping is the next step's |w(t-1)|
-        self.clip(weight, bound, magnitude, condition)
-        torch.minimum(magnitude, bound, out=previous)
+        self.clip(weight, bound, magnitude, condition, clipped_magnitude=previous)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.clipped = torch.zeros((), dtype=torch.float64, device=pl_module.device)
@@ -197,7 +197,7 @@ class BoundMask(Callback):
             else:
                 weight, bound, exceeded = module.weight, module.weight_bound, module.weight_exceeded
                 magnitude = weight.abs()
-                outside = self.clip(weight, bound, magnitude, torch.empty_like(magnitude))
+                outside = self.clip(weight, bound, magnitude, torch.empty_like(magnitude), magnitude)
                 torch.maximum(exceeded, outside, out=exceeded)
 
     @torch.no_grad()
