@@ -93,6 +93,32 @@ def test_tables_show_the_papers_values_beside_ours(capsys, sweep, tmp_path):
     assert any(line.startswith("| 10 ") and "(83.76 ± 0.34)" in line for line in tables.splitlines())
 
 
+def test_claims_pair_seeds_and_judge_each_cell_beside_the_paper(capsys, sweep, tmp_path):
+    aggregate(capsys, sweep, "--out", tmp_path / "agg")
+    claims = read_csv(tmp_path / "agg" / "claims.csv")
+
+    def claim(text):
+        return next(row for row in claims if row["claim"].startswith(text) and row["hidden"] == "100")
+
+    # bdnn_dsd ends at 40 on seeds 0-2 against the baseline's 80, 82, 84: gains -40, -42, -44
+    more_accurate = claim("BDNN-dsd is more accurate than the initial network")
+    assert (float(more_accurate["ours_mean"]), float(more_accurate["ours_std"])) == (-42.0, 2.0)
+    assert more_accurate["ours_n"] == "3" and more_accurate["holds"] == "no"
+    # BDNN-dsd Table 3, MNIST-1200 h100: 89.56 against the initial network's 85.01
+    assert float(more_accurate["paper"]) == pytest.approx(4.55) and more_accurate["holds_in_paper"] == "yes"
+    faster = claim("BDNN-dsd converges faster than the initial network")
+    assert float(faster["ours_mean"]) == pytest.approx((2 + 4 + 4 / 3) / 3) and faster["holds"] == "yes"
+    bsp_accuracy = claim("BSP loses no accuracy")
+    assert float(bsp_accuracy["ours_mean"]) == 5.0 and bsp_accuracy["ours_n"] == "1"  # 85 - 80, seed 0 only
+    assert bsp_accuracy["holds"] == "yes"
+    compression = claim("BSP compresses")
+    assert float(compression["ours_mean"]) == 90.0 and float(compression["paper"]) == 85.95
+    assert not any(row["claim"].startswith("BDNN-dsd is more accurate than dropout") for row in claims)
+    tables = (tmp_path / "agg" / "tables.md").read_text()
+    assert "| BDNN-dsd is more accurate than the initial network " in tables
+    assert "| MNIST   | 1200    | 100    | -42.00 ± 2.00 pts | no    | 4.55 pts | yes            |" in tables
+
+
 def test_runs_that_do_not_count_are_named(capsys, tmp_path):
     root = tmp_path / "outputs"
     write_run(root, "dropout", 0, [70.0, 80.0])

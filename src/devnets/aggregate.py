@@ -11,6 +11,8 @@ Written to ``--out`` (default ``<first sweep dir>/aggregate/``):
   (rows: hidden sizes; columns: methods; a cell reads ``ours (paper)``), then every cell with its
   best accuracy, seeds and uncounted runs. The same text goes to stdout.
 - ``cells.csv`` (one row per cell, with the papers' values) and ``runs.csv`` (one row per run).
+- ``claims.csv`` and the *Claims* section of tables.md: each of the papers' claims (devnets.claims) per
+  cell, our value beside the paper's, and where it holds.
 - PNG plots: mean ± std test-accuracy curves per cell, final weight histograms from ``last.ckpt``,
   and BDNN-dsd's sensitivity to T_num, R_d and R_i when a sweep varies them.
 
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from devnets.claims import CLAIM_REFERENCES, CLAIMS, UNITS, claims_table
 from devnets.convergence import convergence_rate, mean_std
 from devnets.results import METRICS_FILE, CorruptMetrics, read_metrics
 
@@ -210,26 +213,43 @@ def rate_name(reference: str) -> str:
     return "L" if reference == "baseline" else f"L_vs_{reference}"
 
 
-def add_rates(runs: pd.DataFrame, references: Sequence[str]) -> pd.DataFrame:
-    """Per complete run, L against each reference method's complete run of the same seed."""
+def matched_reference(runs: pd.DataFrame, reference: str) -> list[int | None]:
+    """Per run, the row of the ``reference`` method's complete run it is compared with: the same seed of
+    the reference's same variant, else of its plain one, else of its only one; None for an incomplete
+    run, a run of the reference itself, or no such run."""
     complete = runs[runs["status"] == "complete"]
-    keys = complete[[*CELL, "seed"]].itertuples(index=False)
-    curves = dict(zip(keys, complete["test_acc"], strict=True))
+    rows = dict(zip(complete[[*CELL, "seed"]].itertuples(index=False), complete.index, strict=True))
     variants = complete.groupby(GROUP)["variant"].agg(lambda values: sorted(set(values)))
-    runs = runs.copy()
+    matches = []
+    for row in runs.itertuples():
+        group = (row.dataset, row.n_train, row.hidden, reference)
+        candidates = variants.get(group, [])
+        chosen = next((v for v in (row.variant, "") if v in candidates), None)
+        if chosen is None and len(candidates) == 1:
+            chosen = candidates[0]
+        match = rows.get((*group, chosen, row.seed))
+        matches.append(match if row.status == "complete" and row.method != reference else None)
+    return matches
+
+
+def add_rates(runs: pd.DataFrame, references: Sequence[str]) -> pd.DataFrame:
+    """Per complete run, L against each reference method's matched run (``matched_reference``) and, for
+    the claims, the gains over the claims' references: ``acc_gain_vs_<m>`` (final accuracy minus the
+    matched run's) and ``L_gain_vs_<m>`` (L minus the matched run's L, both against the baseline)."""
+    runs = runs.reset_index(drop=True)
+    matches = {reference: matched_reference(runs, reference) for reference in {*references, *CLAIM_REFERENCES}}
+
+    def matched(reference: str, column: str) -> list:
+        return [runs.at[row, column] if row is not None else math.nan for row in matches[reference]]
+
     for reference in references:
-        rates = []
-        for row in runs.itertuples():
-            group = (row.dataset, row.n_train, row.hidden, reference)
-            candidates = variants.get(group, [])
-            # the reference's run of the same variant, else its plain one, else its only one
-            chosen = next((v for v in (row.variant, "") if v in candidates), None)
-            if chosen is None and len(candidates) == 1:
-                chosen = candidates[0]
-            curve = curves.get((*group, chosen, row.seed))
-            usable = row.status == "complete" and row.method != reference and curve is not None
-            rates.append(convergence_rate(row.test_acc, curve) if usable else math.nan)
-        runs[rate_name(reference)] = rates
+        runs[rate_name(reference)] = [
+            convergence_rate(curve, other) if isinstance(other, list) else math.nan
+            for curve, other in zip(runs["test_acc"], matched(reference, "test_acc"), strict=True)
+        ]
+    for reference in CLAIM_REFERENCES:
+        runs[f"acc_gain_vs_{reference}"] = runs["final_test_acc"] - matched(reference, "final_test_acc")
+        runs[f"L_gain_vs_{reference}"] = runs["L"] - matched(reference, "L")
     return runs
 
 
@@ -392,6 +412,44 @@ def uncounted_md(runs: pd.DataFrame, cells: pd.DataFrame) -> list[str]:
     return ["### Runs not counted", "", *lines, ""] if lines else []
 
 
+def claim_value(mean: float, std: float, unit: str) -> str:
+    if not math.isfinite(mean):
+        return "—"
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if math.isfinite(std) else "") + unit
+
+
+def claims_md(claims: pd.DataFrame) -> list[str]:
+    """A summary line per claim (in how many cells it holds, here and in the paper), then each cell."""
+    if claims.empty:
+        return []
+    summary, details = [], []
+    for claim in CLAIMS:
+        rows = claims[claims["claim"] == claim.text]
+        if rows.empty:
+            continue
+        printed = rows[rows["holds_in_paper"] != "—"]
+        summary.append([
+            claim.text, f"{(rows['holds'] == 'yes').sum()} of {len(rows)}",
+            f"{(printed['holds_in_paper'] == 'yes').sum()} of {len(printed)}" if len(printed) else "—",
+        ])
+        unit = UNITS.get(claim.measure, "")
+        body = [
+            [DATASET_TITLES.get(row.dataset, row.dataset), str(row.n_train), str(row.hidden),
+             claim_value(row.ours_mean, row.ours_std, unit), row.holds,
+             claim_value(row.paper, math.nan, unit), row.holds_in_paper]
+            for row in rows.itertuples()
+        ]
+        header = ["dataset", "n_train", "hidden", "ours", "holds", "paper", "holds in paper"]
+        details += [f"### {claim.text}", "", markdown_table(header, body), ""]
+    header = ["claim", "holds here (cells)", "holds in the paper (cells it prints)"]
+    return [
+        "## Claims", "",
+        "Each claim per cell: ours is the mean ± sample std over seeds, differences paired by seed; the "
+        "paper's value is the same arithmetic on its printed means (devnets/claims.py).", "",
+        markdown_table(header, summary), "", *details,
+    ]
+
+
 def tables_md(
     runs: pd.DataFrame, cells: pd.DataFrame, papers: pd.DataFrame, *, sweep_dirs: Sequence[Path],
     expected: Sequence[int], references: Sequence[str], warnings: Sequence[str], figures: dict[tuple, list]
@@ -409,6 +467,7 @@ def tables_md(
     ]
     if warnings:
         lines += ["## Warnings", "", *(f"- {warning}" for warning in warnings), ""]
+    lines += claims_md(claims_table(runs, with_paper_values(cells, papers)))
     for (dataset, n_train), group in cells.groupby(["dataset", "n_train"], sort=True):
         lines += [f"## {DATASET_TITLES.get(dataset, dataset)}, {n_train} training samples", ""]
         for paper in PAPER_LAYOUTS:
@@ -641,6 +700,7 @@ def aggregate(
                      warnings=warnings, figures=figures)
     (out / "tables.md").write_text(text)
     with_paper_values(cells, papers).to_csv(out / "cells.csv", index=False)
+    claims_table(runs, with_paper_values(cells, papers)).to_csv(out / "claims.csv", index=False)
     rate_columns = [rate_name(reference) for reference in references]
     runs.sort_values(["dataset", "n_train", "hidden", "method", "variant", "seed"])[
         RUN_COLUMNS[:-1] + rate_columns + RUN_COLUMNS[-1:]
