@@ -82,7 +82,7 @@ def test_sensitivity_sweeps_vary_one_bdnn_parameter_in_its_own_folders(name, key
 
 
 @pytest.mark.parametrize("experiment, readings", [
-    ("fidelity_bdnn", ["method.counting=consecutive", "method.reset_after_update=false"]),
+    ("fidelity_bdnn", ["method.counting=consecutive", "method.reset_after_update=false", "method.cadence=epoch"]),
     ("fidelity_bsp", ["method.iteration=epoch", "method.candidates=per_layer"]),
     ("fidelity_setup", ["model.loss=mse", "data.subset=balanced", "model.init=glorot"]),
 ])
