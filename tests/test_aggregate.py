@@ -119,6 +119,22 @@ def test_claims_pair_seeds_and_judge_each_cell_beside_the_paper(capsys, sweep, t
     assert "| MNIST   | 1200    | 100    | -42.00 ± 2.00 pts | no    | 4.55 pts | yes            |" in tables
 
 
+def test_claims_judge_each_variant_against_the_plain_reference(capsys, tmp_path):
+    root = tmp_path / "outputs"
+    write_run(root / "grid", "baseline", 0, [50.0, 60.0, 70.0])
+    write_run(root / "a", "bdnn_dsd", 0, [60.0, 70.0, 80.0], method_settings={"counting": "consecutive"})
+    write_run(root / "b", "bdnn_dsd", 0, [40.0, 50.0, 60.0], method_settings={"counting": "cumulative"})
+    aggregate(capsys, root, "--out", tmp_path / "agg", "--seeds", "0")
+    gains = {row["variant"]: (row["ours_mean"], row["holds"]) for row in read_csv(tmp_path / "agg" / "claims.csv")
+             if row["claim"] == "BDNN-dsd is more accurate than the initial network"}
+    assert gains == {'counting="consecutive"': ("10.0", "yes"), 'counting="cumulative"': ("-10.0", "no")}
+    tables = (tmp_path / "agg" / "tables.md").read_text()
+    claim = "BDNN-dsd is more accurate than the initial network"
+    summary = [[cell.strip() for cell in line.split("|")[2:-1]] for line in tables.splitlines()
+               if line.startswith(f"| {claim}")]
+    assert summary == [['counting="consecutive"', "1 of 1", "1 of 1"], ['counting="cumulative"', "0 of 1", "1 of 1"]]
+
+
 def test_runs_that_do_not_count_are_named(capsys, tmp_path):
     root = tmp_path / "outputs"
     write_run(root, "dropout", 0, [70.0, 80.0])

@@ -419,29 +419,34 @@ def claim_value(mean: float, std: float, unit: str) -> str:
 
 
 def claims_md(claims: pd.DataFrame) -> list[str]:
-    """A summary line per claim (in how many cells it holds, here and in the paper), then each cell."""
+    """A summary line per claim and variant (in how many cells it holds, here and in the paper), then
+    each cell."""
     if claims.empty:
         return []
+    with_variants = claims["variant"].astype(bool).any()
     summary, details = [], []
     for claim in CLAIMS:
         rows = claims[claims["claim"] == claim.text]
         if rows.empty:
             continue
-        printed = rows[rows["holds_in_paper"] != "—"]
-        summary.append([
-            claim.text, f"{(rows['holds'] == 'yes').sum()} of {len(rows)}",
-            f"{(printed['holds_in_paper'] == 'yes').sum()} of {len(printed)}" if len(printed) else "—",
-        ])
+        for variant, group in sorted(rows.groupby("variant"), key=lambda item: natural(item[0])):
+            printed = group[group["holds_in_paper"] != "—"]
+            summary.append([
+                claim.text, *([variant] if with_variants else []), f"{(group['holds'] == 'yes').sum()} of {len(group)}",
+                f"{(printed['holds_in_paper'] == 'yes').sum()} of {len(printed)}" if len(printed) else "—",
+            ])
         unit = UNITS.get(claim.measure, "")
         body = [
             [DATASET_TITLES.get(row.dataset, row.dataset), str(row.n_train), str(row.hidden),
-             claim_value(row.ours_mean, row.ours_std, unit), row.holds,
+             *([row.variant] if with_variants else []), claim_value(row.ours_mean, row.ours_std, unit), row.holds,
              claim_value(row.paper, math.nan, unit), row.holds_in_paper]
             for row in rows.itertuples()
         ]
-        header = ["dataset", "n_train", "hidden", "ours", "holds", "paper", "holds in paper"]
+        header = ["dataset", "n_train", "hidden", *(["variant"] if with_variants else []), "ours", "holds", "paper",
+                  "holds in paper"]
         details += [f"### {claim.text}", "", markdown_table(header, body), ""]
-    header = ["claim", "holds here (cells)", "holds in the paper (cells it prints)"]
+    header = ["claim", *(["variant"] if with_variants else []), "holds here (cells)",
+              "holds in the paper (cells it prints)"]
     return [
         "## Claims", "",
         "Each claim per cell: ours is the mean ± sample std over seeds, differences paired by seed; the "

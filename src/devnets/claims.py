@@ -10,7 +10,8 @@ A claim compares a method with a reference in one measure:
 
 Ours is the mean ± sample std over seeds of the per-run values devnets.aggregate computes (each run paired
 with the reference's run of the same seed); the paper's side is the same arithmetic on the printed means.
-Only the plain cells (no variant) are judged.
+A cell with variants (runs that differ in other settings, such as a fidelity sweep's readings) is judged
+per variant, each against the reference's run of the same variant where there is one, else its plain run.
 """
 
 from __future__ import annotations
@@ -65,14 +66,14 @@ def column(claim: Claim) -> str:
 
 
 def ours(claim: Claim, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per plain cell of ``claim.method``: mean, std and count of the claim's measure over complete runs."""
-    mine = runs[(runs["method"] == claim.method) & (runs["variant"] == "") & (runs["status"] == "complete")]
+    """Per cell and variant of ``claim.method``: mean, std and count of the claim's measure over complete runs."""
+    mine = runs[(runs["method"] == claim.method) & (runs["status"] == "complete")]
     rows = [
-        dict(zip(CELL_KEY, key, strict=True))
+        dict(zip([*CELL_KEY, "variant"], key, strict=True))
         | dict(zip(("mean", "std", "n"), mean_std(group[column(claim)]), strict=True))
-        for key, group in mine.groupby(CELL_KEY)
+        for key, group in mine.groupby([*CELL_KEY, "variant"])
     ]
-    return pd.DataFrame(rows, columns=[*CELL_KEY, "mean", "std", "n"])
+    return pd.DataFrame(rows, columns=[*CELL_KEY, "variant", "mean", "std", "n"])
 
 
 def papers_value(claim: Claim, cells: pd.DataFrame, row: pd.Series) -> float:
@@ -107,9 +108,10 @@ def claims_table(runs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
                 continue
             paper = papers_value(claim, cells, row)
             rows.append({
-                "claim": claim.text, **row[CELL_KEY].to_dict(), "ours_mean": row["mean"], "ours_std": row["std"],
+                "claim": claim.text, **row[[*CELL_KEY, "variant"]].to_dict(),
+                "ours_mean": row["mean"], "ours_std": row["std"],
                 "ours_n": row["n"], "paper": paper, "holds": judge(claim, row["mean"]),
                 "holds_in_paper": judge(claim, paper),
             })
-    columns = ["claim", *CELL_KEY, "ours_mean", "ours_std", "ours_n", "paper", "holds", "holds_in_paper"]
+    columns = ["claim", *CELL_KEY, "variant", "ours_mean", "ours_std", "ours_n", "paper", "holds", "holds_in_paper"]
     return pd.DataFrame(rows, columns=columns)
