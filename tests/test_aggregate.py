@@ -135,6 +135,18 @@ def test_claims_judge_each_variant_against_the_plain_reference(capsys, tmp_path)
     assert summary == [['counting="consecutive"', "1 of 1", "1 of 1"], ['counting="cumulative"', "0 of 1", "1 of 1"]]
 
 
+def test_a_switch_older_runs_lack_makes_no_variant_unless_its_values_differ(capsys, tmp_path):
+    root = tmp_path / "outputs"
+    write_run(root / "old", "bdnn_dsd", 0, method_settings=BDNN_DSD)
+    write_run(root / "new", "bdnn_dsd", 1, method_settings=BDNN_DSD | {"counting": "cumulative"})
+    aggregate(capsys, root, "--out", tmp_path / "agg")
+    assert [(row["variant"], row["n_complete"]) for row in read_csv(tmp_path / "agg" / "cells.csv")] == [("", "2")]
+    write_run(root / "newer", "bdnn_dsd", 2, method_settings=BDNN_DSD | {"counting": "consecutive"})
+    aggregate(capsys, root, "--out", tmp_path / "agg")
+    variants = {row["variant"] for row in read_csv(tmp_path / "agg" / "cells.csv")}
+    assert variants == {"counting=unset", 'counting="cumulative"', 'counting="consecutive"'}
+
+
 def test_runs_that_do_not_count_are_named(capsys, tmp_path):
     root = tmp_path / "outputs"
     write_run(root, "dropout", 0, [70.0, 80.0])

@@ -173,12 +173,16 @@ def read_runs(sweep_dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[st
 
 
 def variant_labels(runs: pd.DataFrame) -> pd.Series:
-    """Per run, the settings (other than the seed's) in which the runs of its group differ: '' if none."""
+    """Per run, the settings (other than the seed's) in which the runs of its group differ: '' if none.
+
+    A setting only some runs have (a switch added to devnets after the others ran) varies only where the
+    runs that have it differ: a new switch's default is the behaviour that came before it.
+    """
     labels = pd.Series("", index=runs.index, dtype=object)
     for _, group in runs.groupby(GROUP, sort=False):
         known = group["settings"][group["settings"].map(bool)]
         keys = sorted(set().union(*known)) if len(known) else []
-        varying = [key for key in keys if len({settings.get(key) for settings in known}) > 1]
+        varying = [key for key in keys if len({settings[key] for settings in known if key in settings}) > 1]
         for index, settings in known.items():
             labels[index] = ", ".join(
                 f"{key.removeprefix('method.')}={settings.get(key, 'unset')}" for key in varying
