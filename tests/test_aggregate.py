@@ -147,6 +147,20 @@ def test_a_switch_older_runs_lack_makes_no_variant_unless_its_values_differ(caps
     assert variants == {"counting=unset", 'counting="cumulative"', 'counting="consecutive"'}
 
 
+def test_each_run_is_compared_with_the_reference_run_of_the_same_readings(capsys, tmp_path):
+    """The baselines differ in the loss only, the BDNN-dsd runs in the loss and the counting: each BDNN-dsd run
+    is paired with the baseline of its own loss."""
+    root = tmp_path / "outputs"
+    write_run(root / "ce", "baseline", 0, [50.0, 60.0, 70.0], method_settings={"loss": "cross_entropy"})
+    write_run(root / "mse", "baseline", 0, [30.0, 40.0, 50.0], method_settings={"loss": "mse"})
+    write_run(root / "a", "bdnn_dsd", 0, [40.0, 50.0, 55.0], method_settings={"loss": "mse", "counting": "a"})
+    write_run(root / "b", "bdnn_dsd", 0, [60.0, 70.0, 72.0], method_settings={"loss": "cross_entropy", "counting": "b"})
+    aggregate(capsys, root, "--out", tmp_path / "agg", "--seeds", "0")
+    gains = {row["variant"]: float(row["ours_mean"]) for row in read_csv(tmp_path / "agg" / "claims.csv")
+             if row["claim"] == "BDNN-dsd is more accurate than the initial network"}
+    assert gains == {'counting="a", loss="mse"': 5.0, 'counting="b", loss="cross_entropy"': 2.0}
+
+
 def test_runs_that_do_not_count_are_named(capsys, tmp_path):
     root = tmp_path / "outputs"
     write_run(root, "dropout", 0, [70.0, 80.0])

@@ -218,22 +218,28 @@ def rate_name(reference: str) -> str:
 
 
 def matched_reference(runs: pd.DataFrame, reference: str) -> list[int | None]:
-    """Per run, the row of the ``reference`` method's complete run it is compared with: the same seed of
-    the reference's same variant, else of its plain one, else of its only one; None for an incomplete
-    run, a run of the reference itself, or no such run."""
-    complete = runs[runs["status"] == "complete"]
-    rows = dict(zip(complete[[*CELL, "seed"]].itertuples(index=False), complete.index, strict=True))
-    variants = complete.groupby(GROUP)["variant"].agg(lambda values: sorted(set(values)))
+    """Per run, the row of the ``reference`` method's complete run it is compared with: of that method's
+    runs of the same cell and seed, the only one, or else the one whose settings agree with the run's on
+    every setting in which those runs differ (that the run has too); None for an incomplete run, a run of
+    the reference itself, or no single such run."""
+    complete = runs[(runs["status"] == "complete") & (runs["method"] == reference)]
+    by_seed = dict(list(complete.groupby(["dataset", "n_train", "hidden", "seed"])))
     matches = []
     for row in runs.itertuples():
-        group = (row.dataset, row.n_train, row.hidden, reference)
-        candidates = variants.get(group, [])
-        chosen = next((v for v in (row.variant, "") if v in candidates), None)
-        if chosen is None and len(candidates) == 1:
-            chosen = candidates[0]
-        match = rows.get((*group, chosen, row.seed))
-        matches.append(match if row.status == "complete" and row.method != reference else None)
+        candidates = by_seed.get((row.dataset, row.n_train, row.hidden, row.seed))
+        usable = candidates is not None and row.status == "complete" and row.method != reference
+        matches.append(agreeing_run(candidates, row.settings) if usable else None)
     return matches
+
+
+def agreeing_run(candidates: pd.DataFrame, settings: dict[str, str]) -> int | None:
+    if len(candidates) == 1:
+        return candidates.index[0]
+    keys = set().union(*candidates["settings"]) & set(settings)
+    varying = [key for key in keys if len({theirs.get(key) for theirs in candidates["settings"]}) > 1]
+    agreeing = [index for index, theirs in candidates["settings"].items()
+                if all(theirs.get(key) == settings[key] for key in varying)]
+    return agreeing[0] if len(agreeing) == 1 else None
 
 
 def add_rates(runs: pd.DataFrame, references: Sequence[str]) -> pd.DataFrame:

@@ -11,7 +11,7 @@ A claim compares a method with a reference in one measure:
 Ours is the mean ± sample std over seeds of the per-run values devnets.aggregate computes (each run paired
 with the reference's run of the same seed); the paper's side is the same arithmetic on the printed means.
 A cell with variants (runs that differ in other settings, such as a fidelity sweep's readings) is judged
-per variant, each against the reference's run of the same variant where there is one, else its plain run.
+per variant, each run against the reference's run of the same seed and readings (devnets.aggregate.matched_reference).
 """
 
 from __future__ import annotations
