@@ -259,7 +259,8 @@ def add_rates(runs: pd.DataFrame, references: Sequence[str]) -> pd.DataFrame:
         ]
     for reference in CLAIM_REFERENCES:
         runs[f"acc_gain_vs_{reference}"] = runs["final_test_acc"] - matched(reference, "final_test_acc")
-        runs[f"L_gain_vs_{reference}"] = runs["L"] - matched(reference, "L")
+        if reference != "baseline":  # L itself is the comparison with the baseline
+            runs[f"L_gain_vs_{reference}"] = runs["L"] - matched(reference, "L")
     return runs
 
 
@@ -466,8 +467,9 @@ def claims_md(claims: pd.DataFrame) -> list[str]:
 
 
 def tables_md(
-    runs: pd.DataFrame, cells: pd.DataFrame, papers: pd.DataFrame, *, sweep_dirs: Sequence[Path],
-    expected: Sequence[int], references: Sequence[str], warnings: Sequence[str], figures: dict[tuple, list]
+    runs: pd.DataFrame, cells: pd.DataFrame, papers: pd.DataFrame, claims: pd.DataFrame, *,
+    sweep_dirs: Sequence[Path], expected: Sequence[int], references: Sequence[str], warnings: Sequence[str],
+    figures: dict[tuple, list]
 ) -> str:
     lines = [
         "# devnets results",
@@ -482,7 +484,7 @@ def tables_md(
     ]
     if warnings:
         lines += ["## Warnings", "", *(f"- {warning}" for warning in warnings), ""]
-    lines += claims_md(claims_table(runs, with_paper_values(cells, papers)))
+    lines += claims_md(claims)
     for (dataset, n_train), group in cells.groupby(["dataset", "n_train"], sort=True):
         lines += [f"## {DATASET_TITLES.get(dataset, dataset)}, {n_train} training samples", ""]
         for paper in PAPER_LAYOUTS:
@@ -711,11 +713,13 @@ def aggregate(
     papers = load_paper_tables()
     out.mkdir(parents=True, exist_ok=True)
     figures = write_plots(runs, cells, out, warnings)
-    text = tables_md(runs, cells, papers, sweep_dirs=sweep_dirs, expected=expected, references=references,
+    cells_with_papers = with_paper_values(cells, papers)
+    claims = claims_table(runs, cells_with_papers)
+    text = tables_md(runs, cells, papers, claims, sweep_dirs=sweep_dirs, expected=expected, references=references,
                      warnings=warnings, figures=figures)
     (out / "tables.md").write_text(text)
-    with_paper_values(cells, papers).to_csv(out / "cells.csv", index=False)
-    claims_table(runs, with_paper_values(cells, papers)).to_csv(out / "claims.csv", index=False)
+    cells_with_papers.to_csv(out / "cells.csv", index=False)
+    claims.to_csv(out / "claims.csv", index=False)
     rate_columns = [rate_name(reference) for reference in references]
     runs.sort_values(["dataset", "n_train", "hidden", "method", "variant", "seed"])[
         RUN_COLUMNS[:-1] + rate_columns + RUN_COLUMNS[-1:]
