@@ -7,8 +7,8 @@ from devnets import benchmark
 
 def test_benchmark_rows_cover_the_plain_loop_and_every_method(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(benchmark, "N_TEST", 500)
-    rows = benchmark.measure([600], [8], benchmark.METHODS, epochs=2, warmup=1)
-    assert [row["setting"] for row in rows] == ["matmul peak", "plain loop", *benchmark.METHODS]
+    rows = benchmark.measure([600], [8], benchmark.METHODS, epochs=2, warmup=1, rounds=2)
+    assert [row["setting"] for row in rows] == ["matmul peak", "plain loop", "lightning loop", *benchmark.METHODS]
     assert all(row["ms_per_epoch"] > 0 and row["peak_memory_mb"] > 0 for row in rows)
     assert rows[1]["ratio_to_plain"] == 1.0
 

@@ -3,27 +3,33 @@
 In one process, on synthetic data of MNIST's shape (no dataset needed), it times
 1. the machine's matmul throughput at the model's shapes,
 2. a plain PyTorch loop doing exactly the pipeline's work (same MLP, batch 600, SGD, a full test-set
-   evaluation after every epoch), and
-3. the devnets pipeline, through the Trainer that ``devnets.train`` builds, for every method,
-and prints ms per epoch (the median over epochs after a warm-up), GFLOP/s, the ratio to the plain
-loop and the process's peak memory so far.
+   evaluation after every epoch),
+3. the same work as a bare LightningModule under a bare ``Trainer`` (no logger, checkpoint or
+   callbacks): Lightning's own price, which the pipeline cannot go below, and
+4. the devnets pipeline, through the Trainer that ``devnets.train`` builds, for every method,
+and prints ms per epoch (the median over the epochs after each warm-up, in rounds that interleave
+the settings), GFLOP/s, the ratio to the plain loop and the process's peak memory so far.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
+import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch import Callback
 from omegaconf import open_dict
 
+from devnets.data import ShuffledBatches
 from devnets.train import CONF_DIR, build, make_trainer
 
 METHODS = ("baseline", "dropout", "l2", "bdnn_dsd", "bsp")
@@ -52,12 +58,16 @@ def matmul_gflops(hidden: int, repeats: int) -> float:
     return 2 * N_TEST * INPUTS * hidden / statistics.median(times) / 1e9
 
 
+def mlp(hidden: int) -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(INPUTS, hidden), torch.nn.Sigmoid(), torch.nn.Linear(hidden, CLASSES))
+
+
 def plain_loop(n_train: int, hidden: int, epochs: int) -> list[float]:
     """Seconds per epoch of a hand-written loop doing the pipeline's work."""
-    torch.manual_seed(0)
+    model = mlp(hidden)
     train_x, train_y = synthetic(n_train, 1)
     test_x, test_y = synthetic(N_TEST, 2)
-    model = torch.nn.Sequential(torch.nn.Linear(INPUTS, hidden), torch.nn.Sigmoid(), torch.nn.Linear(hidden, CLASSES))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     times = []
     for epoch in range(epochs):
@@ -97,7 +107,43 @@ class EpochTimer(Callback):
         return [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)]
 
 
-def pipeline(n_train: int, hidden: int, method: str, epochs: int, run_dir: Path) -> list[float]:
+class BareModule(L.LightningModule):
+    """The plain loop's work as the least a LightningModule can be: no logging, no bookkeeping."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.net = mlp(hidden)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        (logits.argmax(1) == y).float().mean().item()
+        torch.nn.functional.cross_entropy(logits, y).item()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def lightning_loop(n_train: int, hidden: int, epochs: int) -> list[float]:
+    """Seconds per epoch of ``BareModule`` under a Trainer with everything optional turned off."""
+    timer = EpochTimer()
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer],
+    )
+    trainer.fit(
+        BareModule(hidden),
+        train_dataloaders=ShuffledBatches(*synthetic(n_train, 1), BATCH, seed=0, epoch=lambda: trainer.current_epoch),
+        val_dataloaders=ShuffledBatches(*synthetic(N_TEST, 2), N_TEST),
+    )
+    return timer.seconds()
+
+
+def pipeline(method: str, n_train: int, hidden: int, epochs: int) -> list[float]:
     """Seconds per epoch of devnets' own Trainer, data module and callbacks on synthetic data."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
@@ -105,35 +151,50 @@ def pipeline(n_train: int, hidden: int, method: str, epochs: int, run_dir: Path)
             overrides=[f"method={method}", f"model.hidden={hidden}", f"data.n_train={n_train}",
                        f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=true"],
         )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
     data, model, callbacks = build(cfg)
     data.train_x, data.train_y = synthetic(n_train, 1)
     data.test_x, data.test_y = synthetic(N_TEST, 2)
     timer = EpochTimer()
-    trainer = make_trainer(cfg, run_dir, [*callbacks, timer])
-    trainer.fit(model, datamodule=data)
+    with tempfile.TemporaryDirectory() as run_dir:
+        with open_dict(cfg):
+            cfg.paths.output_dir = run_dir
+        trainer = make_trainer(cfg, Path(run_dir), [*callbacks, timer])
+        trainer.fit(model, datamodule=data)
     return timer.seconds()
 
 
 def peak_memory_mb() -> float:
+    """The process's peak resident memory so far. Trainers hold reference cycles, so ``measure``
+    collects them after each run: the peak then reflects one run, not all the runs before it."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(n_trains, hiddens, methods, epochs: int, warmup: int) -> list[dict]:
+def measure(n_trains, hiddens, methods, epochs: int, warmup: int, rounds: int = 3) -> list[dict]:
+    """One row per setting: the median epoch over ``rounds`` interleaved rounds of every setting.
+
+    Each round runs each setting for ``warmup`` + ``epochs`` epochs and keeps the last ``epochs``;
+    interleaving spreads every setting over the whole measurement, so a slow spell on a shared machine
+    lands on all settings alike instead of on whichever one it happened to hit.
+    """
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for n_train in n_trains:
-            for hidden in hiddens:
-                flops = epoch_flops(n_train, hidden)
-                peak = matmul_gflops(hidden, repeats=20)
-                plain = statistics.median(plain_loop(n_train, hidden, warmup + epochs)[warmup:])
-                rows.append(row("matmul peak", n_train, hidden, flops / (peak * 1e9), flops, plain))
-                rows.append(row("plain loop", n_train, hidden, plain, flops, plain))
-                for method in methods:
-                    run_dir = Path(scratch) / f"{method}-{n_train}-{hidden}"
-                    seconds = pipeline(n_train, hidden, method, warmup + epochs, run_dir)
-                    rows.append(row(method, n_train, hidden, statistics.median(seconds[warmup:]), flops, plain))
+    for n_train in n_trains:
+        for hidden in hiddens:
+            loops = {
+                "plain loop": partial(plain_loop, n_train, hidden, warmup + epochs),
+                "lightning loop": partial(lightning_loop, n_train, hidden, warmup + epochs),
+                **{method: partial(pipeline, method, n_train, hidden, warmup + epochs) for method in methods},
+            }
+            samples: dict[str, list[float]] = {setting: [] for setting in loops}
+            for _ in range(rounds):
+                for setting, loop in loops.items():
+                    samples[setting] += loop()[warmup:]
+                    gc.collect()
+            flops = epoch_flops(n_train, hidden)
+            plain = statistics.median(samples["plain loop"])
+            peak = matmul_gflops(hidden, repeats=20)
+            rows.append(row("matmul peak", n_train, hidden, flops / (peak * 1e9), flops, plain))
+            for setting, times in samples.items():
+                rows.append(row(setting, n_train, hidden, statistics.median(times), flops, plain))
     return rows
 
 
@@ -166,9 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        rows = measure([1200], [10, 100], args.methods, epochs=15, warmup=3)
+        rows = measure([1200], [10, 100], args.methods, epochs=5, warmup=2)
     else:
-        rows = measure([1200, 60000], [10, 100, 500], args.methods, epochs=12, warmup=3)
+        rows = measure([1200, 60000], [10, 100, 500], args.methods, epochs=4, warmup=2)
     print(markdown(rows))
     if args.json == Path("-"):
         print(json.dumps(rows, indent=1))
