@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from devnets.aggregate import load_paper_tables, main
-from devnets.results import write_metrics
+from devnets.results import read_metrics, write_metrics
 
 BDNN_DSD = {"count_threshold": 10, "bound_step": 0.06, "initial_bound": 0.45}
 
@@ -145,6 +145,18 @@ def test_a_switch_older_runs_lack_makes_no_variant_unless_its_values_differ(caps
     aggregate(capsys, root, "--out", tmp_path / "agg")
     variants = {row["variant"] for row in read_csv(tmp_path / "agg" / "cells.csv")}
     assert variants == {"counting=unset", 'counting="cumulative"', 'counting="consecutive"'}
+
+
+def test_a_setting_that_repeats_another_is_named_once(capsys, tmp_path):
+    """``model.l2`` follows ``method.l2`` by interpolation: the variant names the L2 coefficient once."""
+    root = tmp_path / "outputs"
+    for l2 in (3e-05, 0.001):
+        run_dir = write_run(root / f"l2{l2}", "l2", 0, method_settings={"l2": l2})
+        metrics = read_metrics(run_dir)
+        metrics["config"]["model"]["l2"] = l2
+        write_metrics(run_dir, metrics)
+    aggregate(capsys, root, "--out", tmp_path / "agg", "--seeds", "0")
+    assert sorted(row["variant"] for row in read_csv(tmp_path / "agg" / "cells.csv")) == ["l2=0.001", "l2=3e-05"]
 
 
 def test_each_run_is_compared_with_the_reference_run_of_the_same_readings(capsys, tmp_path):

@@ -176,13 +176,16 @@ def variant_labels(runs: pd.DataFrame) -> pd.Series:
     """Per run, the settings (other than the seed's) in which the runs of its group differ: '' if none.
 
     A setting only some runs have (a switch added to devnets after the others ran) varies only where the
-    runs that have it differ: a new switch's default is the behaviour that came before it.
+    runs that have it differ: a new switch's default is the behaviour that came before it. A setting that
+    repeats another across every run (``model.l2`` interpolated from ``method.l2``) is named once.
     """
     labels = pd.Series("", index=runs.index, dtype=object)
     for _, group in runs.groupby(GROUP, sort=False):
         known = group["settings"][group["settings"].map(bool)]
         keys = sorted(set().union(*known)) if len(known) else []
-        varying = [key for key in keys if len({settings[key] for settings in known if key in settings}) > 1]
+        columns = {key: tuple(settings.get(key) for settings in known) for key in keys}
+        varying = [key for key in keys if len({value for value in columns[key] if value is not None}) > 1]
+        varying = [key for rank, key in enumerate(varying) if columns[key] not in map(columns.get, varying[:rank])]
         for index, settings in known.items():
             labels[index] = ", ".join(
                 f"{key.removeprefix('method.')}={settings.get(key, 'unset')}" for key in varying
