@@ -33,6 +33,19 @@ BAD_SETTINGS = [
     (["seed=-1"], "seed=-1 is not allowed: an integer ≥ 0"),
     (["checkpoint_every_n_epochs=0"], "checkpoint_every_n_epochs=0 is not allowed: an integer ≥ 1"),
     (["threads=0"], "threads=0 is not allowed: null or an integer ≥ 1"),
+    (["threads=-3"], "threads=-3 is not allowed: null or an integer ≥ 1"),
+    (["threads=true"], "threads=True is not allowed: null or an integer ≥ 1"),
+    (["seed=true"], "seed=True is not allowed: an integer ≥ 0"),
+    (["trainer.max_epochs=true"], "trainer.max_epochs=True is not allowed: an integer ≥ 1"),
+    (["data.n_train=true"], "data.n_train=True is not allowed: an integer from 1 to 60000"),
+    (["data.batch_size=true"], "data.batch_size=True is not allowed: an integer ≥ 1"),
+    (["data.name=cifar"], "data.name='cifar' is not allowed: one of ['cifar10', 'fashion_mnist', 'mnist']"),
+    (["model.num_classes=5"], "model.num_classes=5 is not allowed: 10, the mnist data's"),
+    (["model.num_classes=0"], "model.num_classes=0 is not allowed: 10, the mnist data's"),
+    (["model.input_dim=10"], "model.input_dim=10 is not allowed: 784, the mnist data's"),
+    (["data=cifar10", "model.input_dim=784"], "model.input_dim=784 is not allowed: 3072, the cifar10 data's"),
+    (["trainer.devices=5"], "trainer.devices=5 is not allowed: 1 (a run trains in one process"),
+    (["data.download=maybe"], "data.download='maybe' is not allowed: true or false"),
 ]
 
 
@@ -62,3 +75,12 @@ def test_command_line_prints_one_line_and_fails(data_root, tmp_path):
         "error: model.hidden=0 is not allowed: an integer ≥ 1"
     )
     assert read_metrics(tmp_path) is None
+    assert "model.hidden=0" not in completed.stdout  # printed once, on stderr
+    assert "model.hidden=0 is not allowed" in (tmp_path / "train.log").read_text()
+
+
+@pytest.mark.parametrize("override", ["checkpoint_every_n_epochs=0", "threads=-3", "model.hidden=0"])
+def test_bad_setting_is_refused_even_when_the_run_is_complete(run, make_config, override):
+    run()
+    with pytest.raises(InvalidSetting, match=override.split("=")[0]):
+        train(make_config(override))

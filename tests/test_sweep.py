@@ -5,6 +5,7 @@ import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
 from conftest import compose_config
 from devnets.results import read_metrics
@@ -15,8 +16,11 @@ GRID = {"data": "mnist,fashion_mnist", "model.hidden": "10,100,500", "method": "
 
 
 def hydra_config(*overrides):
+    """The config a job of these overrides gets, its ``hydra:`` interpolations (the run folder) resolvable."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
 
 
 @pytest.mark.parametrize("experiment, n_train", [("grid_1200", 1200), ("grid_full", 60000)])
@@ -49,28 +53,42 @@ def test_dropout_rate_follows_bsp_table_1(hidden, n_train, p):
     assert compose_config("method=dropout", "method.p=0.25").method.p == 0.25
 
 
-def sweep(data_root, sweep_dir):
+def sweep(data_root, sweep_dir, *overrides):
     return subprocess.run(
         [sys.executable, "scripts/train.py", "-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep_dir}",
-         f"data.root={data_root}", "data.n_train=200,5000", "data.batch_size=50", "model.hidden=8",
-         "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "threads=1"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+         f"data.root={data_root}", "model.hidden=8", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+         "threads=1", *(overrides or ("data.n_train=200,5000",))],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
     )
 
 
-def test_joblib_sweep_runs_skips_finished_jobs_and_records_failures(data_root, tmp_path):
+def test_joblib_sweep_runs_skips_finished_jobs_and_lists_failures(data_root, tmp_path):
     first = sweep(data_root, tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
     done, failed = tmp_path / "mnist-n200/h8/baseline/seed0", tmp_path / "mnist-n5000/h8/baseline/seed0"
     assert read_metrics(done)["status"] == "complete"
     assert read_metrics(failed)["status"] == "failed"
     assert "data.n_train=5000 is not allowed" in read_metrics(failed)["error"]
+    assert first.returncode != 0
+    assert first.stderr.strip().splitlines()[-2:] == ["1 of 2 jobs did not finish:", f"  data.n_train=5000: {failed}"]
     finished_at = (done / "metrics.json").stat().st_mtime_ns
 
     again = sweep(data_root, tmp_path)
-    assert again.returncode == 0
     assert f"{done} already holds a complete run; nothing to do" in again.stderr + again.stdout
     assert (done / "metrics.json").stat().st_mtime_ns == finished_at
+
+
+def test_a_job_that_cannot_make_its_folder_fails_alone(data_root, tmp_path):
+    blocked = tmp_path / "mnist-n200/h8/baseline/seed1"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where the run folder should be")
+    completed = sweep(data_root, tmp_path, "data.n_train=200", "seed=0,1,2")
+    assert completed.returncode != 0
+    for seed in (0, 2):
+        assert read_metrics(tmp_path / f"mnist-n200/h8/baseline/seed{seed}")["status"] == "complete"
+    assert completed.stderr.strip().splitlines()[-2:] == [
+        "1 of 3 jobs did not finish:", "  seed=1: no run folder (FileExistsError: [Errno 17] File exists: "
+        f"'{blocked}')",
+    ]
 
 
 @pytest.mark.parametrize("name, key", [("t_num", "count_threshold"), ("r_d", "bound_step"), ("r_i", "initial_bound")])
@@ -78,7 +96,8 @@ def test_sensitivity_sweeps_vary_one_bdnn_parameter_in_its_own_folders(name, key
     cfg = hydra_config(f"experiment=sensitivity_{name}")
     assert cfg.method.name == "bdnn_dsd" and cfg.model.hidden == 100 and cfg.data.name == "mnist"
     assert set(cfg.hydra.sweeper.params) == {f"method.{key}", "seed"}
-    assert f"/{key}{cfg.method[key]}/seed0" in cfg.paths.run_subdir
+    swept = hydra_config(f"experiment=sensitivity_{name}", f"method.{key}=0.5", "seed=3")
+    assert swept.paths.run_subdir == f"mnist-n1200/h100/bdnn_dsd/method.{key}=0.5/seed3"
 
 
 @pytest.mark.parametrize("experiment, readings", [
@@ -101,4 +120,20 @@ def test_tuning_sweeps_hold_out_validation_and_name_the_value_in_the_run_folder(
     cfg = hydra_config(f"experiment={experiment}", f"method.{key}={value}")
     assert cfg.data.val_size == 5000 and cfg.data.n_train == 1200
     assert f"method.{key}" in cfg.hydra.sweeper.params
-    assert f"/{key}{value}/seed0" in cfg.paths.run_subdir
+    assert f"/method.{key}={value}/seed0" in cfg.paths.run_subdir
+
+
+def test_a_run_folder_names_every_setting_its_path_lacks_but_not_where_or_how_long():
+    cfg = hydra_config("model.lr=0.2", "method=bsp", "method.iteration=epoch", "seed=2", "data.root=/data",
+                       "trainer.max_epochs=7", "threads=1", "checkpoint_every_n_epochs=2")
+    assert cfg.paths.run_subdir == "mnist-n60000/h100/bsp/method.iteration=epoch,model.lr=0.2/seed2"
+    assert hydra_config("data=cifar10", "model.hidden=10").paths.run_subdir == "cifar10-n50000/h10/baseline/seed0"
+
+
+def test_what_a_run_identity_leaves_out_no_folder_name_holds():
+    from devnets.train import NOT_SETTINGS
+
+    excluded = set(hydra_config().hydra.job.config.override_dirname.exclude_keys)
+    # per_cell acts through the method's keys, which are named; paths.output_root is the one path a user moves
+    assert set(NOT_SETTINGS) - {"per_cell", "paths"} <= excluded
+    assert "paths.output_root" in excluded

@@ -9,6 +9,7 @@ would spend most of an epoch collating 600-sample batches.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import torch
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
-from devnets.errors import require
+from devnets.errors import is_whole, require
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +31,7 @@ class DatasetInfo:
     torchvision_class: type
     train_size: int
     input_dim: int
+    num_classes: int
     debian_folder: str | None = None  # a Debian package's flat folder of gz IDX files
 
     @property
@@ -41,9 +43,9 @@ class DatasetInfo:
 
 
 DATASETS = {
-    "mnist": DatasetInfo(datasets.MNIST, 60_000, 784),
-    "fashion_mnist": DatasetInfo(datasets.FashionMNIST, 60_000, 784, debian_folder="fashion-mnist"),
-    "cifar10": DatasetInfo(datasets.CIFAR10, 50_000, 3072),
+    "mnist": DatasetInfo(datasets.MNIST, 60_000, 784, 10),
+    "fashion_mnist": DatasetInfo(datasets.FashionMNIST, 60_000, 784, 10, debian_folder="fashion-mnist"),
+    "cifar10": DatasetInfo(datasets.CIFAR10, 50_000, 3072, 10),
 }
 SUBSETS = ("random", "balanced")
 
@@ -71,22 +73,28 @@ def cache_dir() -> Path:
 def _unpack_flat_idx(info: DatasetInfo, root: Path) -> Path | None:
     """A flat folder of (gz) IDX files, as Debian ships Fashion-MNIST, unpacked into torchvision's layout.
 
-    Returns the root to hand to torchvision, or None when ``root`` holds no such folder.
+    Returns the root to hand to torchvision, or None when ``root`` holds no such folder. The unpacked
+    copy is keyed by the source folder and each source file's size and mtime, so a changed or other
+    source is unpacked afresh, never served from a stale copy.
     """
     if not issubclass(info.torchvision_class, datasets.MNIST):
         return None
     names = _idx_names(info)
     for flat in ([root / info.debian_folder] if info.debian_folder else []) + [root]:
-        if all((flat / name).exists() or (flat / f"{name}.gz").exists() for name in names):
-            target_root = cache_dir() / "debian"
+        sources = [flat / name if (flat / name).exists() else flat / f"{name}.gz" for name in names]
+        if all(source.exists() for source in sources):
+            stamp = [str(flat.resolve())] + [f"{s.name}:{s.stat().st_size}:{s.stat().st_mtime_ns}" for s in sources]
+            key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
+            target_root = cache_dir() / "debian" / key
             raw = target_root / info.folder / "raw"
             raw.mkdir(parents=True, exist_ok=True)
-            for name in names:
+            for name, source in zip(names, sources, strict=True):
                 if not (raw / name).exists():
-                    opened = open(flat / name, "rb") if (flat / name).exists() else gzip.open(flat / f"{name}.gz")
-                    with opened as source, open(raw / f"{name}.partial", "wb") as target:
-                        shutil.copyfileobj(source, target)
-                    os.replace(raw / f"{name}.partial", raw / name)
+                    opened = gzip.open(source) if source.suffix == ".gz" else open(source, "rb")
+                    partial = raw / f"{name}.{os.getpid()}.partial"
+                    with opened as reader, open(partial, "wb") as target:
+                        shutil.copyfileobj(reader, target)
+                    os.replace(partial, raw / name)
             return target_root
     return None
 
@@ -229,21 +237,20 @@ class ImageClassificationData(L.LightningDataModule):
         info = DATASETS[name]
         n_train = info.train_size if n_train is None else n_train
         require(
-            isinstance(n_train, int) and 1 <= n_train <= info.train_size,
+            is_whole(n_train, minimum=1) and n_train <= info.train_size,
             "n_train", n_train, f"an integer from 1 to {info.train_size} (the {name} training set)",
         )
         require(subset in SUBSETS, "subset", subset, f"one of {list(SUBSETS)}")
-        require(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "an integer ≥ 1")
+        require(is_whole(batch_size, minimum=1), "batch_size", batch_size, "an integer ≥ 1")
+        require(is_whole(eval_batch_size, minimum=1), "eval_batch_size", eval_batch_size, "an integer ≥ 1")
         require(
-            isinstance(eval_batch_size, int) and eval_batch_size >= 1,
-            "eval_batch_size", eval_batch_size, "an integer ≥ 1",
-        )
-        require(
-            isinstance(val_size, int) and 0 <= val_size <= info.train_size - n_train,
+            is_whole(val_size) and val_size <= info.train_size - n_train,
             "val_size", val_size, f"an integer from 0 to {info.train_size - n_train} (training samples left over)",
         )
         self.name, self.info, self.root, self.n_train, self.subset = name, info, root, n_train, subset
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
+        require(isinstance(download, bool), "download", download, "true or false")
+        require(is_whole(seed), "seed", seed, "an integer ≥ 0")
         self.download, self.seed = download, seed
         self.train_x = self.train_y = self.test_x = self.test_y = self.val_x = self.val_y = None
 

@@ -17,6 +17,10 @@ LOSSES = ("cross_entropy", "mse")
 # torch: nn.Linear's own, U(±1/√fan_in) for weights and biases; glorot: Keras' Dense default,
 # U(±√(6/(fan_in + fan_out))) weights and zero biases. The papers do not say (docs/reproduction.md).
 INITS = ("torch", "glorot")
+# A run has diverged when an epoch's mean training loss is not finite, or is above this many times the
+# loss of a uniform guess (ln 10 ≈ 2.3 for cross-entropy over 10 classes): SGD that far above chance is
+# not coming back (model.lr=1e6 reaches losses of 1e5).
+DIVERGED_LOSS_FACTOR = 10
 
 
 class MLPClassifier(L.LightningModule):
@@ -26,10 +30,10 @@ class MLPClassifier(L.LightningModule):
     penalised); its gradient λw is applied through SGD's ``weight_decay`` on the weights' parameter
     group, which is the same update without building the penalty every step.
 
-    The module keeps the run's per-epoch curves (``history``), stops at the first non-finite training
-    loss (``diverged_epoch``, 1-based) and times training. Those, and the torch RNG states (dropout
-    masks; CPU and, where present, CUDA), travel in checkpoints, so a resumed run continues exactly as
-    an uninterrupted one.
+    The module keeps the run's per-epoch curves (``history``), stops at the first epoch whose training
+    loss is not finite or explodes (``diverged_epoch``, 1-based; DIVERGED_LOSS_FACTOR) and times
+    training. Those, and the torch RNG states (dropout masks; CPU and, where present, CUDA), travel in
+    checkpoints, so a resumed run continues exactly as an uninterrupted one.
     Lightning's checkpoint callback runs after this module's ``on_train_epoch_end``, so a checkpoint
     always holds whole epochs.
     """
@@ -83,6 +87,11 @@ class MLPClassifier(L.LightningModule):
         target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
         return (logits.softmax(dim=1) - target).pow(2).sum(dim=1)
 
+    def uniform_guess_loss(self) -> float:
+        """The loss of predicting every class with probability 1/C: ln C, or 1 - 1/C for ``mse``."""
+        classes = self.hparams.num_classes
+        return math.log(classes) if self.hparams.loss == "cross_entropy" else 1 - 1 / classes
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = self._losses(self(x), y).mean()
@@ -95,10 +104,11 @@ class MLPClassifier(L.LightningModule):
         self._epoch_started = time.perf_counter()
 
     def on_train_epoch_end(self) -> None:
-        self.history["train_loss"].append((self._train_loss_sum / self._train_count).item())
-        log_epoch_metrics(self.trainer, {"train/loss": self.history["train_loss"][-1]})
+        loss = (self._train_loss_sum / self._train_count).item()
+        self.history["train_loss"].append(loss)
+        log_epoch_metrics(self.trainer, {"train/loss": loss})
         self.train_seconds += time.perf_counter() - self._epoch_started
-        if not math.isfinite(self.history["train_loss"][-1]):
+        if not math.isfinite(loss) or loss > DIVERGED_LOSS_FACTOR * self.uniform_guess_loss():
             self.diverged_epoch = self.current_epoch + 1
             self.trainer.should_stop = True
 

@@ -1,6 +1,6 @@
 """metrics.json: the per-run results file that aggregate.py and users' own scripts read.
 
-A run writes it when it starts (``status: running``), and again when it ends (``complete``,
+A run writes it when it starts (``status: running``), and again when it ends (``complete``, ``interrupted``,
 ``failed`` or ``diverged``). Every write goes to a temporary file that then replaces the old one,
 so a run killed at any moment never leaves a file that reads as complete.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.json"
-STATUSES = ("running", "complete", "failed", "diverged")
+STATUSES = ("running", "complete", "failed", "diverged", "interrupted")
 
 
 class CorruptMetrics(ValueError):
@@ -27,11 +27,15 @@ def write_metrics(run_dir: str | os.PathLike, metrics: dict[str, Any]) -> dict[s
     metrics = _finite_or_null(metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{METRICS_FILE}.partial")
-    with open(partial, "w") as handle:
-        json.dump(metrics, handle, indent=1, allow_nan=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    try:
+        with open(partial, "w") as handle:
+            json.dump(metrics, handle, indent=1, allow_nan=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except OSError:  # a full or read-only disk: leave no half-written file behind
+        partial.unlink(missing_ok=True)
+        raise
     return metrics
 
 

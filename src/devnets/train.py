@@ -1,17 +1,24 @@
 """Train one run from the Hydra config: ``python scripts/train.py [overrides]`` (or ``devnets-train``).
 
-The run's folder is named for its settings (conf/hydra/default.yaml). Starting a run whose folder
-already holds one carries on from it: a complete run is skipped, an unfinished one resumes from
-``last.ckpt``, and a run with other settings is refused rather than overwritten.
+The run's folder is named for its settings (conf/hydra/default.yaml: every command-line setting not
+already in the path names a folder of its own). Starting a run whose folder already holds one carries
+on from it: a complete run is skipped (or extended, given a larger ``trainer.max_epochs``), an
+unfinished one resumes from ``last.ckpt``, and a run with other settings is refused rather than
+overwritten. ``last.ckpt`` carries the settings it was written under and is set aside when they
+differ. One process at a time holds a run's folder (``.lock``, released by the OS when it dies).
 """
 
 from __future__ import annotations
 
+import copy
+import fcntl
 import logging
 import os
 import re
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +34,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from devnets.callbacks.epoch_progress_bar import EpochProgressBar
+from devnets.callbacks.run_identity import RunIdentity, checkpoint_identity
 from devnets.callbacks.weight_histograms import WeightHistograms
 from devnets.data import DATASETS, PROJECT_ROOT, DataCorrupt, DataNotFound
-from devnets.errors import InvalidSetting, require
+from devnets.errors import InvalidSetting, is_whole, require
 from devnets.results import CorruptMetrics, read_metrics, write_metrics
 
 log = logging.getLogger("devnets")
@@ -38,18 +46,27 @@ warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not emp
 
 CONF_DIR = PROJECT_ROOT / "conf"
 CHECKPOINT = "last.ckpt"
-# Keys that say where or how fast a run goes, not what it computes: a rerun may change them.
-NOT_SETTINGS = ("per_cell", "logger", "paths", "threads", "experiment_name")
-NOT_SETTINGS += ("checkpoint_every_n_epochs", "histogram_every_n_epochs")
-NOT_DATA_SETTINGS = ("root", "download")
+LOCK_FILE = ".lock"
+# Keys that say where, how fast or how long a run goes, not what it computes: a rerun may change them
+# (a larger trainer.max_epochs extends a finished run). conf/hydra/default.yaml leaves the same keys out
+# of folder names.
+NOT_SETTINGS = (
+    "per_cell", "logger", "paths", "threads", "experiment_name", "checkpoint_every_n_epochs",
+    "histogram_every_n_epochs", "data.root", "data.download", "trainer.max_epochs", "trainer.enable_progress_bar",
+)
 
 
 class RunConflict(RuntimeError):
-    pass
+    """The run's folder holds another run, or is in use by another process."""
+
+
+class RunInterrupted(RuntimeError):
+    """SIGTERM or Ctrl-C stopped the run; rerunning the same command resumes it."""
 
 
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("data_input_dim", lambda name: DATASETS[name].input_dim, replace=True)
+    OmegaConf.register_new_resolver("subfolder", lambda name: f"{name}/" if name else "", replace=True)
 
 
 register_resolvers()
@@ -80,17 +97,29 @@ def run_summary(cfg: DictConfig) -> dict[str, Any]:
     return {key: OmegaConf.select(cfg, path, default=None) for key, path in SUMMARY_KEYS.items()}
 
 
-def run_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config minus what does not change the computation: a run's identity."""
-    settings = OmegaConf.to_container(cfg, resolve=True)
+def identity(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (a resolved config, or the one a run recorded) without the NOT_SETTINGS keys."""
+    settings = copy.deepcopy(settings)
     for key in NOT_SETTINGS:
-        settings.pop(key, None)
-    for key in NOT_DATA_SETTINGS:
-        settings["data"].pop(key, None)
-    for callback in (settings["method"].get("callbacks") or {}).values():
+        node, _, name = key.rpartition(".")
+        parent = settings.get(node) if node else settings
+        if isinstance(parent, dict):
+            parent.pop(name, None)
+    for callback in ((settings.get("method") or {}).get("callbacks") or {}).values():
         for key in NOT_SETTINGS:
             callback.pop(key, None)
     return settings
+
+
+def run_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config minus what does not change the computation: a run's identity."""
+    top_level = {key for key in NOT_SETTINGS if "." not in key}
+    resolved = {}
+    for key in cfg:
+        if key not in top_level:
+            value = cfg[key]
+            resolved[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return identity(resolved)
 
 
 def user_key(cfg: DictConfig, node: str, name: str) -> str:
@@ -110,21 +139,33 @@ def instantiate_node(cfg: DictConfig, node: str) -> Any:
         raise
 
 
+def check_run_settings(cfg: DictConfig) -> None:
+    """The settings train.py itself reads, and those the others interpolate from, checked before any is used."""
+    require(is_whole(cfg.seed), "seed", cfg.seed, "an integer ≥ 0")
+    epochs = cfg.trainer.max_epochs
+    require(is_whole(epochs, minimum=1), "trainer.max_epochs", epochs, "an integer ≥ 1")
+    every = cfg.checkpoint_every_n_epochs
+    require(is_whole(every, minimum=1), "checkpoint_every_n_epochs", every, "an integer ≥ 1")
+    every = cfg.histogram_every_n_epochs
+    require(is_whole(every), "histogram_every_n_epochs", every, "an integer ≥ 0 (0: never)")
+    threads = cfg.threads
+    require(threads is None or is_whole(threads, minimum=1), "threads", threads, "null or an integer ≥ 1")
+    devices = cfg.trainer.devices
+    require(devices == 1 and not isinstance(devices, bool), "trainer.devices", devices,
+            "1 (a run trains in one process; sweeps run runs side by side)")
+    name = cfg.data.name
+    require(name in DATASETS, "data.name", name, f"one of {sorted(DATASETS)} (or data=NAME)")
+    info = DATASETS[name]
+    for key, value in (("model.input_dim", info.input_dim), ("model.num_classes", info.num_classes)):
+        given = OmegaConf.select(cfg, key)
+        require(given == value and not isinstance(given, bool), key, given, f"{value}, the {name} data's")
+
+
 def build(cfg: DictConfig):
-    """Check every setting and build the data module, the model and the method's callbacks.
+    """Build the data module, the model and the method's callbacks, each checking its own settings.
 
     Reads no data: every bad setting is reported before anything is loaded or trained.
     """
-    require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer ≥ 0")
-    epochs = cfg.trainer.max_epochs
-    require(isinstance(epochs, int) and epochs >= 1, "trainer.max_epochs", epochs, "an integer ≥ 1")
-    every = cfg.checkpoint_every_n_epochs
-    require(isinstance(every, int) and every >= 1, "checkpoint_every_n_epochs", every, "an integer ≥ 1")
-    every = cfg.histogram_every_n_epochs
-    require(isinstance(every, int) and every >= 0, "histogram_every_n_epochs", every, "an integer ≥ 0 (0: never)")
-    threads = cfg.threads
-    ok = threads is None or (isinstance(threads, int) and threads >= 1)
-    require(ok, "threads", threads, "null or an integer ≥ 1")
     data = instantiate_node(cfg, "data")
     L.seed_everything(cfg.seed, verbose=False)
     model = instantiate_node(cfg, "model")
@@ -132,18 +173,64 @@ def build(cfg: DictConfig):
     return data, model, callbacks
 
 
-def usable_checkpoint(run_dir: Path) -> Path | None:
-    """``last.ckpt`` if it loads; a damaged one is moved aside with a warning and the run starts over."""
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run's folder for this process; RunConflict names the process that holds it already.
+
+    A POSIX lock on ``.lock``: the OS releases it when the process ends, however it ends.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunConflict(f"{run_dir} is in use by {holder}; wait for it to end or stop it") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {os.uname().nodename}\n")
+        handle.flush()
+        yield
+
+
+def set_aside(path: Path, reason: str, why: str) -> None:
+    """Move ``path`` to a free ``<name>.<reason>[.k]`` beside it, and say so in the log."""
+    aside, k = path.with_name(f"{path.name}.{reason}"), 1
+    while aside.exists():
+        aside, k = path.with_name(f"{path.name}.{reason}.{k}"), k + 1
+    shutil.move(path, aside)
+    log.warning("%s %s; moved it to %s and starting the run over", path, why, aside.name)
+
+
+def completed_epochs(checkpoint: dict[str, Any]) -> int:
+    return checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"]
+
+
+def usable_checkpoint(run_dir: Path, settings: dict[str, Any], max_epochs: int) -> Path | None:
+    """``last.ckpt`` if it is this run's; a damaged, foreign or other run's one is set aside."""
     path = run_dir / CHECKPOINT
     if not path.exists():
         return None
     try:
-        torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # any failure to unpickle means the file cannot be resumed from
-        aside = path.with_name(f"{CHECKPOINT}.corrupt")
-        shutil.move(path, aside)
-        log.warning("%s is damaged (%s); moved it to %s and starting the run over", path, error, aside.name)
+        set_aside(path, "corrupt", f"is damaged ({type(error).__name__}: {error})")
         return None
+    try:
+        done = completed_epochs(checkpoint)
+    except (TypeError, KeyError, IndexError):
+        set_aside(path, "foreign", "is not a Lightning checkpoint")
+        return None
+    written_under = checkpoint_identity(checkpoint)
+    if written_under is None or identity(written_under) != settings:
+        set_aside(path, "other-settings", "was not written by a run with these settings")
+        return None
+    if done > max_epochs:
+        raise RunConflict(
+            f"{run_dir} holds {done} epochs of this run; trainer.max_epochs={max_epochs} is fewer: pass "
+            f"trainer.max_epochs={done} or more to go on, or delete the folder to start over"
+        )
     return path
 
 
@@ -153,7 +240,8 @@ def previous_run(run_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | No
     except CorruptMetrics as error:
         log.warning("%s; it will be rewritten", error)
         return None
-    if previous is not None and previous.get("config", settings) != settings:
+    recorded = None if previous is None else previous.get("config")
+    if recorded is not None and identity(recorded) != settings:
         raise RunConflict(
             f"{run_dir} holds a run with other settings; pass hydra.run.dir=DIR (or experiment_name=NAME) "
             f"to keep both, or delete that folder to replace it"
@@ -161,7 +249,20 @@ def previous_run(run_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | No
     return previous
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, method_callbacks: list) -> L.Trainer:
+def is_finished(run_dir: Path, previous: dict[str, Any] | None, max_epochs: int) -> bool:
+    """True for a diverged run, or a complete one of ``max_epochs``; a longer complete run is refused."""
+    if previous is None or previous["status"] not in ("complete", "diverged"):
+        return False
+    done = previous.get("epochs") or max_epochs
+    if previous["status"] == "complete" and done > max_epochs:
+        raise RunConflict(
+            f"{run_dir} holds a complete run of {done} epochs; trainer.max_epochs={max_epochs} is fewer: pass "
+            f"trainer.max_epochs={done} or more, or delete the folder to start over"
+        )
+    return previous["status"] == "diverged" or done == max_epochs
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, run_callbacks: list) -> L.Trainer:
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     checkpoint = ModelCheckpoint(
         dirpath=run_dir,
@@ -170,40 +271,50 @@ def make_trainer(cfg: DictConfig, run_dir: Path, method_callbacks: list) -> L.Tr
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    callbacks = [*method_callbacks, WeightHistograms(cfg.histogram_every_n_epochs), checkpoint]
+    callbacks = [*run_callbacks, WeightHistograms(cfg.histogram_every_n_epochs), checkpoint]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(EpochProgressBar())
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 
 
 def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Run (or resume, or skip) the run ``cfg`` describes; returns its metrics.json content."""
+    """Run (or resume, extend or skip) the run ``cfg`` describes; returns its metrics.json content."""
     run_dir = Path(run_dir if run_dir is not None else cfg.paths.output_dir)
+    check_run_settings(cfg)
     settings = run_settings(cfg)
-    previous = previous_run(run_dir, settings)
-    if previous is not None and previous["status"] in ("complete", "diverged"):
-        log.info("%s already holds a %s run; nothing to do", run_dir, previous["status"])
-        return previous
     data, model, method_callbacks = build(cfg)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        data.load()
-    except InvalidSetting as error:
-        raise error.renamed(user_key(cfg, "data", error.key)) from None
-    trainer = make_trainer(cfg, run_dir, method_callbacks)
-    checkpoint = usable_checkpoint(run_dir)
-    metrics = {**run_summary(cfg), "status": "running", "config": settings}
-    write_metrics(run_dir, metrics)
-    try:
-        trainer.fit(model, datamodule=data, ckpt_path=checkpoint)
-    except Exception as error:
-        write_metrics(run_dir, {**metrics, "status": "failed", "error": f"{type(error).__name__}: {error}"})
-        raise
-    trainer.save_checkpoint(run_dir / CHECKPOINT, weights_only=False)
-    metrics.update(results(model, method_callbacks))
-    log_hparams(trainer, metrics)
-    metrics = write_metrics(run_dir, metrics)
+    max_epochs = cfg.trainer.max_epochs
+    with run_lock(run_dir):
+        previous = previous_run(run_dir, settings)
+        if is_finished(run_dir, previous, max_epochs):
+            log.info("%s already holds a %s run; nothing to do", run_dir, previous["status"])
+            return previous
+        log.info("run folder %s, %d torch threads", run_dir, cfg.threads or torch.get_num_threads())
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            data.load()
+        except InvalidSetting as error:
+            raise error.renamed(user_key(cfg, "data", error.key)) from None
+        trainer = make_trainer(cfg, run_dir, [*method_callbacks, RunIdentity(settings)])
+        checkpoint = usable_checkpoint(run_dir, settings, max_epochs)
+        metrics = {**run_summary(cfg), "status": "running", "config": settings}
+        write_metrics(run_dir, metrics)
+        try:
+            trainer.fit(model, datamodule=data, ckpt_path=checkpoint)
+        except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C and SIGTERM into SystemExit
+            write_metrics(run_dir, {**metrics, "status": "interrupted", **model.history})
+            raise RunInterrupted(
+                f"{run_dir}: interrupted ({type(stop).__name__}) after {len(model.history['test_acc'])} epochs; "
+                f"the same command resumes it from {CHECKPOINT}"
+            ) from None
+        except Exception as error:
+            write_metrics(run_dir, {**metrics, "status": "failed", "error": f"{type(error).__name__}: {error}"})
+            raise
+        trainer.save_checkpoint(run_dir / CHECKPOINT, weights_only=False)
+        metrics.update(results(model, method_callbacks))
+        log_hparams(trainer, metrics)
+        metrics = write_metrics(run_dir, metrics)
     log.info("%s: %s, final test accuracy %.2f%%", run_dir, metrics["status"], metrics["final_test_acc"])
     return metrics
 
@@ -240,6 +351,18 @@ def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException) -> None
     write_metrics(run_dir, {**run_summary(cfg), "status": "failed", "error": str(error)})
 
 
+def log_to_file(message: str) -> None:
+    """``message`` into train.log only: the console gets it once, from SystemExit."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def disk_error(error: OSError) -> str:
+    return f"cannot write {error.filename or 'the run folder'}: {error.strerror or error}"
+
+
 USER_ERRORS = (InvalidSetting, DataNotFound, DataCorrupt, RunConflict)
 
 
@@ -248,11 +371,16 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return train(cfg)["final_test_acc"]
-    except USER_ERRORS as error:
-        log.error("%s", error)
+    except RunInterrupted as error:
+        log_to_file(str(error))
+        raise SystemExit(f"interrupted: {error}") from None
+    except (*USER_ERRORS, OSError) as error:
+        message = disk_error(error) if isinstance(error, OSError) else str(error)
         if not multirun:
-            raise SystemExit(f"error: {error}") from None
-        if not isinstance(error, RunConflict):
+            log_to_file(message)
+            raise SystemExit(f"error: {message}") from None
+        log.error("%s", message)
+        if not isinstance(error, RunConflict | OSError):
             record_failure(cfg, Path(cfg.paths.output_dir), error)
     except Exception as error:
         if not multirun:
