@@ -186,15 +186,36 @@ def test_runs_that_do_not_count_are_named(capsys, tmp_path):
     assert f"warning: skipped {corrupt}: not valid JSON" in result.err
     assert f"- skipped {corrupt}: not valid JSON" in tables
     assert "80.00 [1/6] (87.74 ± 0.19)" in tables  # only the complete seed is averaged
-    assert "missing 4 5; diverged 2; failed 1; running 3" in tables
-    assert "- h100 dropout: seeds 4 5 missing (no metrics.json)" in tables
+    assert "missing 4; diverged 2; failed 1; running 3; unreadable 5" in tables
+    assert "- h100 dropout: seed 4 missing (no metrics.json)" in tables
     assert "- h100 dropout: seed 1 failed: RuntimeError: out of memory (`" in tables
     assert "- h100 dropout: seed 2 diverged at epoch 2 (`" in tables
     assert "- h100 dropout: seed 3 running (`" in tables
+    assert "- h100 dropout: seed 5 unreadable: metrics.json: not valid JSON (" in tables
     dropout = cell(read_csv(tmp_path / "agg" / "cells.csv"), "dropout")
-    by_status = [dropout[f"{status}_seeds"] for status in ("missing", "failed", "diverged", "running")]
-    assert by_status == ["4 5", "1", "2", "3"]
+    by_status = [dropout[f"{status}_seeds"] for status in ("missing", "failed", "diverged", "running", "unreadable")]
+    assert by_status == ["4", "1", "2", "3", "5"]
     assert dropout["n_complete"] == "1"
+
+
+def test_a_cell_counts_only_its_expected_seeds_and_names_an_unreadable_run(capsys, tmp_path):
+    """Issue 14, item 5: seeds 0-5 present, seed 3's metrics.json truncated, seeds 0-4 expected."""
+    root = tmp_path / "outputs"
+    for seed in range(6):
+        write_run(root, "baseline", seed, [50.0, 60.0, 70.0 + seed])
+    truncated = root / "paper/mnist-n1200/h100/baseline/seed3/metrics.json"
+    truncated.write_text(truncated.read_text()[:40])
+    aggregate(capsys, root, "--out", tmp_path / "agg", "--seeds", "0", "1", "2", "3", "4")
+    baseline = cell(read_csv(tmp_path / "agg" / "cells.csv"), "baseline")
+    assert baseline["n_complete"] == "4" and baseline["complete_seeds"] == "0 1 2 4"
+    assert float(baseline["final_acc_mean"]) == (70 + 71 + 72 + 74) / 4  # seed 5 is not averaged
+    assert (baseline["missing_seeds"], baseline["unreadable_seeds"], baseline["unexpected_seeds"]) == ("", "3", "5")
+    tables = (tmp_path / "agg" / "tables.md").read_text()
+    assert "| 100    | baseline | 4/5   |" in tables
+    assert "unreadable 3; unexpected 5" in tables
+    assert "- h100 baseline: seed 3 unreadable: metrics.json: not valid JSON (" in tables
+    assert "- h100 baseline: seed 5 complete, not an expected seed (`" in tables
+    assert "no metrics.json" not in tables
 
 
 def test_plots_are_written(capsys, sweep, tmp_path):

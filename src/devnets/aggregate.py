@@ -45,7 +45,7 @@ CELL = [*GROUP, "variant"]
 METHODS = ("baseline", "dropout", "l2", "bdnn_dsd", "bsp")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 DEFAULT_AGAINST = ("dropout",)
-STATUS_ORDER = ("complete", "diverged", "failed", "running")
+STATUS_ORDER = ("complete", "diverged", "failed", "running", "unreadable")
 # Settings that never make a variant: the seed's, the callbacks' copies of method.* (interpolated), and
 # the trainer's display and device switches.
 NOT_VARIANT = (
@@ -57,6 +57,9 @@ DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10":
 PAPER_TITLES = {"bdnn_dsd": "BDNN-dsd", "bsp": "BSP"}
 CHECKPOINT = "last.ckpt"
 WEIGHT_KEY = re.compile(r"net\.\d+\.weight")
+# A run folder as train.py lays it out (paths.run_subdir), with an optional variant folder before the seed's.
+RUN_PATH = re.compile(r"(?:^|/)(?P<dataset>[^/]+)-n(?P<n_train>\d+)/h(?P<hidden>\d+)/(?P<method>[^/]+)/(?:[^/]+/)?"
+                      r"seed(?P<seed>\d+)$")
 # Each paper's tables: (title, [(column heading, method, metric)]); metric "acc" is our final accuracy.
 PAPER_LAYOUTS = {
     "bdnn_dsd": [
@@ -149,8 +152,20 @@ def run_record(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def unreadable_record(run_dir: Path, reason: str) -> dict[str, Any] | None:
+    """A run whose metrics.json cannot be read, placed in its cell by its folder's path; None off the layout."""
+    match = RUN_PATH.search(run_dir.as_posix())
+    if match is None:
+        return None
+    fields = {**match.groupdict(), "status": "unreadable", "error": f"{METRICS_FILE}: {reason}"}
+    for key in ("n_train", "hidden", "seed"):
+        fields[key] = int(fields[key])
+    return run_record(run_dir, fields)
+
+
 def read_runs(sweep_dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every readable run under ``sweep_dirs``, and a warning for each metrics.json that is not."""
+    """Every run under ``sweep_dirs`` (one whose metrics.json is unreadable as status ``unreadable``, when its
+    path names its cell), and a warning for each metrics.json that is not readable."""
     runs, warnings, seen = [], [], set()
     for sweep in sweep_dirs:
         for path in sorted(sweep.rglob(METRICS_FILE)):
@@ -160,12 +175,17 @@ def read_runs(sweep_dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[st
             try:
                 metrics = read_metrics(path.parent)
                 runs.append(run_record(path.parent, metrics))
+                continue
             except CorruptMetrics as error:
-                warnings.append(f"skipped {error}")
+                reason = str(error).removeprefix(f"{path}: ")
             except OSError as error:
-                warnings.append(f"skipped {path}: {error.strerror or error}")
+                reason = str(error.strerror or error)
             except (TypeError, ValueError) as error:  # valid JSON, but not the fields a run writes
-                warnings.append(f"skipped {path}: {error}")
+                reason = str(error)
+            warnings.append(f"skipped {path}: {reason}")
+            record = unreadable_record(path.parent, reason)
+            if record is not None:
+                runs.append(record)
     return runs, warnings
 
 
@@ -272,9 +292,12 @@ def seeds_text(seeds: Iterable[int]) -> str:
 
 
 def summarise(runs: pd.DataFrame, expected: Sequence[int], references: Sequence[str]) -> pd.DataFrame:
-    """One row per cell: counts, mean ± std of each measure, and the seeds that do not count."""
+    """One row per cell: counts, mean ± std of each measure, and the seeds that do not count. Only the
+    ``expected`` seeds count; the others are listed as ``unexpected_seeds``."""
     rows = []
     for key, group in runs.groupby(CELL, sort=False):
+        unexpected = group[~group["seed"].isin(expected)]
+        group = group[group["seed"].isin(expected)]
         complete = group[group["status"] == "complete"]
         row = dict(zip(CELL, key, strict=True))
         row["n_expected"] = len(expected)
@@ -293,6 +316,7 @@ def summarise(runs: pd.DataFrame, expected: Sequence[int], references: Sequence[
         row["missing_seeds"] = seeds_text(set(expected) - set(group["seed"]))
         for status in STATUS_ORDER[1:]:
             row[f"{status}_seeds"] = seeds_text(group.loc[group["status"] == status, "seed"])
+        row["unexpected_seeds"] = seeds_text(unexpected["seed"])
         rows.append(row)
     cells = pd.DataFrame(rows)
     variants = {variant: rank for rank, variant in enumerate(sorted(set(cells["variant"]), key=natural))}
@@ -384,7 +408,7 @@ def paper_tables_md(cells: pd.DataFrame, papers: pd.DataFrame, paper: str) -> li
 
 def not_counted(cell: pd.Series) -> str:
     """``missing 3 4; failed 2``: the expected seeds of a cell that do not count, by reason."""
-    statuses = ("missing", *STATUS_ORDER[1:])
+    statuses = ("missing", *STATUS_ORDER[1:], "unexpected")
     return "; ".join(f"{status} {cell[f'{status}_seeds']}" for status in statuses if cell[f"{status}_seeds"])
 
 
@@ -408,21 +432,26 @@ def all_cells_md(cells: pd.DataFrame, references: Sequence[str]) -> list[str]:
 
 
 def uncounted_md(runs: pd.DataFrame, cells: pd.DataFrame) -> list[str]:
-    """A line per seed that does not count: missing, failed (with its error), diverged or running."""
+    """A line per seed that does not count: missing, failed (with its error), diverged, running, unreadable
+    (with the reason) or not among the expected seeds."""
     lines = []
     for _, cell in cells.iterrows():
         name = f"h{cell['hidden']} {cell['method']}" + (f" ({cell['variant']})" if cell["variant"] else "")
         if cell["missing_seeds"]:
             seeds = "seeds" if " " in cell["missing_seeds"] else "seed"
             lines.append(f"- {name}: {seeds} {cell['missing_seeds']} missing (no metrics.json)")
-        mine = runs[(runs[CELL] == cell[CELL]).all(axis=1) & (runs["status"] != "complete")]
+        unexpected = set(map(int, cell["unexpected_seeds"].split()))
+        mine = runs[(runs[CELL] == cell[CELL]).all(axis=1)
+                    & ((runs["status"] != "complete") | runs["seed"].isin(unexpected))]
         for run in mine.sort_values("seed").itertuples():
-            detail = ""
-            if run.status == "failed" and run.error:
-                detail = f": {run.error[:120]}"
+            detail = run.status
+            if run.seed in unexpected:
+                detail = f"{run.status}, not an expected seed"
+            elif run.status in ("failed", "unreadable") and run.error:
+                detail = f"{run.status}: {run.error[:120]}"
             elif run.status == "diverged" and math.isfinite(run.diverged_epoch):
-                detail = f" at epoch {run.diverged_epoch:.0f}"
-            lines.append(f"- {name}: seed {run.seed} {run.status}{detail} (`{run.path}`)")
+                detail = f"diverged at epoch {run.diverged_epoch:.0f}"
+            lines.append(f"- {name}: seed {run.seed} {detail} (`{run.path}`)")
     return ["### Runs not counted", "", *lines, ""] if lines else []
 
 
@@ -713,11 +742,12 @@ def aggregate(
     warnings += duplicates
     runs = add_rates(runs, references)
     cells = summarise(runs, expected, references)
+    counted = runs[runs["seed"].isin(expected)]
     papers = load_paper_tables()
     out.mkdir(parents=True, exist_ok=True)
-    figures = write_plots(runs, cells, out, warnings)
+    figures = write_plots(counted, cells, out, warnings)
     cells_with_papers = with_paper_values(cells, papers)
-    claims = claims_table(runs, cells_with_papers)
+    claims = claims_table(counted, cells_with_papers)
     text = tables_md(runs, cells, papers, claims, sweep_dirs=sweep_dirs, expected=expected, references=references,
                      warnings=warnings, figures=figures)
     (out / "tables.md").write_text(text)
