@@ -2,10 +2,15 @@
 
 import csv
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import devnets
 from devnets.aggregate import load_paper_tables, main
 from devnets.results import read_metrics, write_metrics
 
@@ -61,8 +66,11 @@ def sweep(tmp_path):
     return root
 
 
+FIVE_SEEDS = ("--seeds", "0", "1", "2", "3", "4")
+
+
 def test_cells_hold_mean_and_sample_std_over_seeds(capsys, sweep, tmp_path):
-    aggregate(capsys, sweep, "--out", tmp_path / "agg")
+    aggregate(capsys, sweep, "--out", tmp_path / "agg", *FIVE_SEEDS)
     cells = read_csv(tmp_path / "agg" / "cells.csv")
     baseline = cell(cells, "baseline")
     assert (float(baseline["final_acc_mean"]), float(baseline["final_acc_std"])) == (82.0, 2.0)
@@ -78,7 +86,7 @@ def test_cells_hold_mean_and_sample_std_over_seeds(capsys, sweep, tmp_path):
 
 
 def test_tables_show_the_papers_values_beside_ours(capsys, sweep, tmp_path):
-    printed = aggregate(capsys, sweep, "--out", tmp_path / "agg").out
+    printed = aggregate(capsys, sweep, "--out", tmp_path / "agg", *FIVE_SEEDS).out
     tables = (tmp_path / "agg" / "tables.md").read_text()
     assert printed == tables
     assert "### BDNN-dsd Table 3: test accuracy (%)" in tables
@@ -91,6 +99,19 @@ def test_tables_show_the_papers_values_beside_ours(capsys, sweep, tmp_path):
     assert "85.00 [1/5] (87.5)" in bsp_row and "90.00 [1/5] (85.95)" in bsp_row
     # hidden sizes only the paper has are rows too
     assert any(line.startswith("| 10 ") and "(83.76 ± 0.34)" in line for line in tables.splitlines())
+
+
+def test_without_seeds_a_cell_expects_the_seeds_the_sweep_has(capsys, tmp_path):
+    """Issue 19: a 2-seed sweep does not list seeds 2-4 as missing; a cell lacking one of its seeds does."""
+    root = tmp_path / "outputs"
+    for seed in (0, 1):
+        write_run(root, "baseline", seed)
+    write_run(root, "dropout", 1)
+    tables = aggregate(capsys, root, "--out", tmp_path / "agg").out
+    assert "expected seeds: 0 1 (every seed some run has; `--seeds` sets them)" in tables
+    cells = read_csv(tmp_path / "agg" / "cells.csv")
+    assert [(row["method"], row["n_complete"], row["missing_seeds"]) for row in cells] == [
+        ("baseline", "2", ""), ("dropout", "1", "0")]
 
 
 def test_claims_pair_seeds_and_judge_each_cell_beside_the_paper(capsys, sweep, tmp_path):
@@ -205,7 +226,7 @@ def test_a_cell_counts_only_its_expected_seeds_and_names_an_unreadable_run(capsy
         write_run(root, "baseline", seed, [50.0, 60.0, 70.0 + seed])
     truncated = root / "paper/mnist-n1200/h100/baseline/seed3/metrics.json"
     truncated.write_text(truncated.read_text()[:40])
-    aggregate(capsys, root, "--out", tmp_path / "agg", "--seeds", "0", "1", "2", "3", "4")
+    aggregate(capsys, root, "--out", tmp_path / "agg", *FIVE_SEEDS)
     baseline = cell(read_csv(tmp_path / "agg" / "cells.csv"), "baseline")
     assert baseline["n_complete"] == "4" and baseline["complete_seeds"] == "0 1 2 4"
     assert float(baseline["final_acc_mean"]) == (70 + 71 + 72 + 74) / 4  # seed 5 is not averaged
@@ -216,6 +237,33 @@ def test_a_cell_counts_only_its_expected_seeds_and_names_an_unreadable_run(capsy
     assert "- h100 baseline: seed 3 unreadable: metrics.json: not valid JSON (" in tables
     assert "- h100 baseline: seed 5 complete, not an expected seed (`" in tables
     assert "no metrics.json" not in tables
+
+
+def test_status_counts_each_cells_runs_and_times_whats_left(capsys, tmp_path):
+    root = tmp_path / "outputs"
+    for seed in (0, 1):  # 10 and 20 min for 5 epochs: 3 min an epoch
+        write_run(root, "baseline", seed, [10.0, 20.0, 30.0, 40.0, 50.0], train_seconds=600.0 * (seed + 1))
+    write_run(root, "baseline", 2, status="running", max_epochs=5)
+    write_run(root, "bsp", 0, status="failed", max_epochs=5, error="RuntimeError: boom")
+    write_run(root, "bsp", 1, status="running", max_epochs=5, epochs=1)
+    printed = aggregate(capsys, "--status", root, "--seeds", "0", "1", "2", "3").out
+    rows = {line.split("|")[4].strip(): [cell.strip() for cell in line.split("|")[5:-1]]
+            for line in printed.splitlines() if "| MNIST" in line}
+    # complete, running, failed, diverged, not started, s/epoch, left
+    assert rows["baseline"] == ["2", "1", "0", "0", "1", "180.00", "30 min"]  # (5 + 5) epochs at 3 min
+    assert rows["bsp"] == ["0", "1", "1", "0", "2", "180.00", "42 min"]  # timed as its size: 4 + 5 + 5 epochs
+    assert "Runs: 2 complete, 2 running, 1 failed, 0 diverged, 3 not started." in printed
+    assert "Left: 1 h 12 min of training, ETA 36 min at 2 run(s) at a time." in printed
+    assert not (root / "aggregate").exists()
+
+
+def test_status_reads_no_torch_or_lightning(sweep):
+    code = ("import sys; from devnets.aggregate import status_main; assert status_main([sys.argv[1]]) == 0; "
+            "assert not {'torch', 'lightning', 'matplotlib'} & set(sys.modules), sorted(sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, str(sweep)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(devnets.__file__).parents[1])})
+    assert result.returncode == 0, result.stderr
+    assert "| MNIST   | 1200    | 100    | bsp " in result.stdout
 
 
 def test_plots_are_written(capsys, sweep, tmp_path):

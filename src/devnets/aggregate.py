@@ -43,7 +43,6 @@ from devnets.results import METRICS_FILE, CorruptMetrics, read_metrics
 GROUP = ["dataset", "n_train", "hidden", "method"]
 CELL = [*GROUP, "variant"]
 METHODS = ("baseline", "dropout", "l2", "bdnn_dsd", "bsp")
-DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 DEFAULT_AGAINST = ("dropout",)
 STATUS_ORDER = ("complete", "diverged", "failed", "running", "unreadable")
 # Settings that never make a variant: the seed's, the callbacks' copies of method.* (interpolated), and
@@ -117,6 +116,10 @@ def number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
 
 
+def first_given(*values: Any) -> Any:
+    return next((value for value in values if value is not None), None)
+
+
 def run_record(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     absent = [key for key in GROUP + ["seed"] if metrics.get(key) is None]
     if absent:
@@ -134,6 +137,8 @@ def run_record(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         "seed": int(metrics["seed"]),
         "status": metrics["status"],
         "epochs": number(metrics.get("epochs")),
+        "max_epochs": number(first_given(
+            metrics.get("max_epochs"), (config.get("trainer") or {}).get("max_epochs"), metrics.get("epochs"))),
         "final_test_acc": number(metrics.get("final_test_acc")),
         "best_test_acc": number(metrics.get("best_test_acc")),
         "best_epoch": number(metrics.get("best_epoch")),
@@ -285,6 +290,11 @@ def add_rates(runs: pd.DataFrame, references: Sequence[str]) -> pd.DataFrame:
         if reference != "baseline":  # L itself is the comparison with the baseline
             runs[f"L_gain_vs_{reference}"] = runs["L"] - matched(reference, "L")
     return runs
+
+
+def expected_seeds(runs: pd.DataFrame, seeds: Sequence[int] | None) -> list[int]:
+    """``seeds`` as given (``--seeds``), or else every seed that some run read has."""
+    return sorted(set(seeds) if seeds is not None else set(runs["seed"]))
 
 
 def seeds_text(seeds: Iterable[int]) -> str:
@@ -500,13 +510,14 @@ def claims_md(claims: pd.DataFrame) -> list[str]:
 
 def tables_md(
     runs: pd.DataFrame, cells: pd.DataFrame, papers: pd.DataFrame, claims: pd.DataFrame, *,
-    sweep_dirs: Sequence[Path], expected: Sequence[int], references: Sequence[str], warnings: Sequence[str],
-    figures: dict[tuple, list]
+    sweep_dirs: Sequence[Path], expected: Sequence[int], seeds_given: bool, references: Sequence[str],
+    warnings: Sequence[str], figures: dict[tuple, list]
 ) -> str:
+    source = "" if seeds_given else " (every seed some run has; `--seeds` sets them)"
     lines = [
         "# devnets results",
         "",
-        f"Sweeps: {', '.join(f'`{path}`' for path in sweep_dirs)}; expected seeds: {seeds_text(expected)}.",
+        f"Sweeps: {', '.join(f'`{path}`' for path in sweep_dirs)}; expected seeds: {seeds_text(expected)}{source}.",
         "",
         "A cell reads `ours (paper)`: ours is the mean ± sample std (ddof=1) over the complete runs, "
         "`[n/N]` when only n of the N expected seeds count (see *Runs not counted*), `—` for none. "
@@ -698,10 +709,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR",
                         help="folders searched (recursively) for metrics.json")
     parser.add_argument("--out", type=Path, help="output folder (default: <first SWEEP_DIR>/aggregate)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), metavar="SEED",
-                        help="seeds each cell should have (default: 0 1 2 3 4)")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                        help="seeds each cell should have (default: every seed some run read has)")
     parser.add_argument("--against", nargs="+", default=list(DEFAULT_AGAINST), metavar="METHOD",
                         help="methods to compute L against besides the baseline (default: dropout)")
+    parser.add_argument("--status", action="store_true",
+                        help="print each cell's progress and an ETA instead (devnets-status); writes nothing")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="with --status: runs at a time for the ETA (default: the runs running now)")
     args = parser.parse_args(argv)
     for sweep in args.sweep_dirs:
         if not sweep.exists():
@@ -712,10 +727,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"SWEEP_DIR '{sweep}' holds no {METRICS_FILE}")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out '{args.out}' is not a directory")
-    negative = [seed for seed in args.seeds if seed < 0]
+    negative = [seed for seed in args.seeds or [] if seed < 0]
     if negative:
         parser.error(f"--seeds {negative[0]}: a seed is an integer ≥ 0")
-    args.seeds = sorted(set(args.seeds))
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: an integer ≥ 1")
     args.references = list(dict.fromkeys(["baseline", "dropout", *args.against]))
     args.out = args.out if args.out is not None else args.sweep_dirs[0] / "aggregate"
     return args
@@ -728,10 +744,11 @@ RUN_COLUMNS = [
 
 
 def aggregate(
-    sweep_dirs: Sequence[Path], out: Path, expected: Sequence[int] = DEFAULT_SEEDS,
+    sweep_dirs: Sequence[Path], out: Path, seeds: Sequence[int] | None = None,
     references: Sequence[str] = ("baseline", "dropout"),
 ) -> tuple[str, list[str]]:
-    """Write every output to ``out``; returns tables.md's text and the warnings."""
+    """Write every output to ``out``; returns tables.md's text and the warnings. ``seeds``: the seeds each
+    cell should have (``expected_seeds``)."""
     records, warnings = read_runs(sweep_dirs)
     if not records:
         where = ", ".join(map(str, sweep_dirs))
@@ -740,6 +757,7 @@ def aggregate(
     runs["variant"] = variant_labels(runs)
     runs, duplicates = drop_duplicates(runs)
     warnings += duplicates
+    expected = expected_seeds(runs, seeds)
     runs = add_rates(runs, references)
     cells = summarise(runs, expected, references)
     counted = runs[runs["seed"].isin(expected)]
@@ -748,8 +766,8 @@ def aggregate(
     figures = write_plots(counted, cells, out, warnings)
     cells_with_papers = with_paper_values(cells, papers)
     claims = claims_table(counted, cells_with_papers)
-    text = tables_md(runs, cells, papers, claims, sweep_dirs=sweep_dirs, expected=expected, references=references,
-                     warnings=warnings, figures=figures)
+    text = tables_md(runs, cells, papers, claims, sweep_dirs=sweep_dirs, expected=expected,
+                     seeds_given=seeds is not None, references=references, warnings=warnings, figures=figures)
     (out / "tables.md").write_text(text)
     cells_with_papers.to_csv(out / "cells.csv", index=False)
     claims.to_csv(out / "claims.csv", index=False)
@@ -763,7 +781,12 @@ def aggregate(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        text, warnings = aggregate(args.sweep_dirs, args.out, args.seeds, args.references)
+        if args.status:
+            from devnets.status import status_text  # devnets.status reads this module's runs
+
+            text, warnings = status_text(args.sweep_dirs, args.seeds, args.jobs)
+        else:
+            text, warnings = aggregate(args.sweep_dirs, args.out, args.seeds, args.references)
     except NothingToAggregate as error:
         for warning in error.warnings:
             print(f"warning: {warning}", file=sys.stderr)
@@ -772,8 +795,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(text, end="")
-    print(f"wrote tables.md, cells.csv, runs.csv and plots to {args.out}", file=sys.stderr)
+    if not args.status:
+        print(f"wrote tables.md, cells.csv, runs.csv and plots to {args.out}", file=sys.stderr)
     return 0
+
+
+def status_main(argv: Sequence[str] | None = None) -> int:
+    """``devnets-status SWEEP_DIR...``: ``devnets-aggregate --status``."""
+    return main(["--status", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
