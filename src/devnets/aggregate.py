@@ -2,8 +2,11 @@
 
 Every ``metrics.json`` under the sweep dirs is one run. Runs are grouped into cells by dataset,
 n_train, hidden and method (and, when runs of one cell differ in other settings, such as a
-sensitivity sweep's ``method.count_threshold``, by those settings: the cell's variant). Only
-``complete`` runs count; each cell names its missing seeds and its failed, diverged and running runs.
+sensitivity sweep's ``method.count_threshold``, or the epochs a run was set to train, by those settings:
+the cell's variant). Only ``complete`` runs of the expected seeds (``--seeds``, or else every seed some run
+has) count; each cell names its missing seeds, its failed, diverged, running and unreadable runs, and the
+runs of other seeds. Runs set to different epochs, or a cell holding runs of several experiments, are warned
+of.
 
 Written to ``--out`` (default ``<first sweep dir>/aggregate/``):
 
@@ -12,7 +15,8 @@ Written to ``--out`` (default ``<first sweep dir>/aggregate/``):
   best accuracy, seeds and uncounted runs. The same text goes to stdout.
 - ``cells.csv`` (one row per cell, with the papers' values) and ``runs.csv`` (one row per run).
 - ``claims.csv`` and the *Claims* section of tables.md: each of the papers' claims (devnets.claims) per
-  cell, our value beside the paper's, and where it holds.
+  cell, our value beside the paper's, its seeds and epochs, and where it holds: ``not judged`` in a cell
+  off the papers' protocol (fewer than 5 seeds, or other than 500 epochs) unless ``--judge-any-protocol``.
 - PNG plots: mean ± std test-accuracy curves per cell, final weight histograms from ``last.ckpt``,
   and BDNN-dsd's sensitivity to T_num, R_d and R_i when a sweep varies them.
 
@@ -36,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from devnets.claims import CLAIM_REFERENCES, CLAIMS, UNITS, claims_table
+from devnets.claims import CLAIM_REFERENCES, CLAIMS, NOT_JUDGED, PROTOCOL, UNITS, claims_table, epochs_text
 from devnets.convergence import convergence_rate, mean_std
 from devnets.results import METRICS_FILE, CorruptMetrics, read_metrics
 
@@ -127,6 +131,11 @@ def run_record(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     config = metrics.get("config") or {}
     method_settings = config.get("method") or {}
     compression = number((metrics.get("method_stats") or {}).get("compression"))
+    max_epochs = number(first_given(
+        metrics.get("max_epochs"), (config.get("trainer") or {}).get("max_epochs"), metrics.get("epochs")))
+    settings = flat_settings(config)
+    if math.isfinite(max_epochs):  # the epochs a run is set to train separate its cell, also where config lacks them
+        settings["trainer.max_epochs"] = json.dumps(int(max_epochs))
     return {
         "path": str(run_dir),
         "experiment": metrics.get("experiment"),
@@ -137,8 +146,7 @@ def run_record(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         "seed": int(metrics["seed"]),
         "status": metrics["status"],
         "epochs": number(metrics.get("epochs")),
-        "max_epochs": number(first_given(
-            metrics.get("max_epochs"), (config.get("trainer") or {}).get("max_epochs"), metrics.get("epochs"))),
+        "max_epochs": max_epochs,
         "final_test_acc": number(metrics.get("final_test_acc")),
         "best_test_acc": number(metrics.get("best_test_acc")),
         "best_epoch": number(metrics.get("best_epoch")),
@@ -149,7 +157,7 @@ def run_record(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         "final_val_acc": number((metrics.get("val_acc") or [math.nan])[-1]),
         "error": str(metrics.get("error") or ""),
         "test_acc": [number(value) for value in metrics.get("test_acc") or []],
-        "settings": flat_settings(config),
+        "settings": settings,
         "method_settings": json.dumps(
             {key: value for key, value in method_settings.items() if key not in ("name", "callbacks")},
             sort_keys=True,
@@ -247,14 +255,14 @@ def rate_name(reference: str) -> str:
 
 def matched_reference(runs: pd.DataFrame, reference: str) -> list[int | None]:
     """Per run, the row of the ``reference`` method's complete run it is compared with: of that method's
-    runs of the same cell and seed, the only one, or else the one whose settings agree with the run's on
+    runs of the same cell, seed and epochs, the only one, or else the one whose settings agree with the run's on
     every setting in which those runs differ (that the run has too); None for an incomplete run, a run of
     the reference itself, or no single such run."""
     complete = runs[(runs["status"] == "complete") & (runs["method"] == reference)]
-    by_seed = dict(list(complete.groupby(["dataset", "n_train", "hidden", "seed"])))
+    by_seed = dict(list(complete.groupby(["dataset", "n_train", "hidden", "seed", "max_epochs"])))
     matches = []
     for row in runs.itertuples():
-        candidates = by_seed.get((row.dataset, row.n_train, row.hidden, row.seed))
+        candidates = by_seed.get((row.dataset, row.n_train, row.hidden, row.seed, row.max_epochs))
         usable = candidates is not None and row.status == "complete" and row.method != reference
         matches.append(agreeing_run(candidates, row.settings) if usable else None)
     return matches
@@ -297,6 +305,28 @@ def expected_seeds(runs: pd.DataFrame, seeds: Sequence[int] | None) -> list[int]
     return sorted(set(seeds) if seeds is not None else set(runs["seed"]))
 
 
+def mixed_protocols(runs: pd.DataFrame) -> list[str]:
+    """Warnings for runs set to different epochs read together, and for a cell holding runs of several
+    experiments (single runs and sweeps share ``outputs/runs``)."""
+    epochs = runs["max_epochs"].dropna().value_counts().sort_index()
+    warnings = [
+        "runs set to different epochs are read together: "
+        + ", ".join(f"{value:.0f} epochs ({count} runs)" for value, count in epochs.items())
+        + "; a cell's runs of other epochs are its variants, and each run is compared only with reference runs "
+        "of its epochs"
+    ] if len(epochs) > 1 else []
+    for key, cell in runs.dropna(subset=["experiment"]).groupby(CELL, sort=True):
+        if cell["experiment"].nunique() > 1:
+            by_experiment = cell.groupby("experiment")["seed"].agg(seeds_text)
+            warnings.append(f"{cell_name(*key)} holds runs of several experiments: "
+                            + ", ".join(f"{name} (seeds {seeds})" for name, seeds in by_experiment.items()))
+    return warnings
+
+
+def cell_name(dataset: str, n_train: int, hidden: int, method: str, variant: str) -> str:
+    return f"{dataset}-n{n_train} h{hidden} {method}" + (f" ({variant})" if variant else "")
+
+
 def seeds_text(seeds: Iterable[int]) -> str:
     return " ".join(str(seed) for seed in sorted(seeds))
 
@@ -313,6 +343,7 @@ def summarise(runs: pd.DataFrame, expected: Sequence[int], references: Sequence[
         row["n_expected"] = len(expected)
         row["n_complete"] = len(complete)
         row["complete_seeds"] = seeds_text(complete["seed"])
+        row["epochs"] = epochs_text(group["max_epochs"])
         row["method_settings"] = next((text for text in group["method_settings"] if text), "")
         measures = {
             "final_acc": "final_test_acc",
@@ -381,11 +412,12 @@ def paper_text(values: dict[str, str], metric: str) -> str:
 MEASURE = {"acc": "final_acc", "L": "L", "L_vs_dropout": "L_vs_dropout", "compression": "compression"}
 
 
-def row_keys(cells: pd.DataFrame, hidden_sizes: Iterable[int]) -> list[tuple[int, str]]:
-    """(hidden, variant) rows: every hidden size, with each variant our cells of that size have."""
+def row_keys(cells: pd.DataFrame) -> list[tuple[int, str]]:
+    """(hidden, variant) rows: each hidden size our cells have, with each variant of that size (the papers'
+    other sizes are not rows: they would read ``—`` throughout)."""
     rows = []
-    for hidden in sorted(set(hidden_sizes)):
-        variants = sorted(set(cells.loc[cells["hidden"] == hidden, "variant"]), key=natural) or [""]
+    for hidden in sorted(set(cells["hidden"])):
+        variants = sorted(set(cells.loc[cells["hidden"] == hidden, "variant"]), key=natural)
         rows += [(hidden, variant) for variant in variants]
     return rows
 
@@ -400,12 +432,12 @@ def paper_tables_md(cells: pd.DataFrame, papers: pd.DataFrame, paper: str) -> li
     for title, columns in PAPER_LAYOUTS[paper]:
         metrics = {(method, metric) for _, method, metric in columns}
         shown = papers[[pair in metrics for pair in zip(papers["method"], papers["metric"], strict=True)]]
-        if shown.empty:
+        own = cells[cells["method"].isin({method for _, method, _ in columns})]
+        if shown.empty or own.empty:
             continue
         numbers = ", ".join(sorted(set(shown["table"]), key=lambda table: (len(table), table)))
         body = []
-        own = cells[cells["method"].isin({method for _, method, _ in columns})]
-        for hidden, variant in row_keys(own, [*shown["hidden"], *cells["hidden"]]):
+        for hidden, variant in row_keys(own):
             body.append([f"{hidden}" + (f" ({variant})" if variant else "")] + [
                 f"{ours_text(by_key.get((hidden, method, variant)), MEASURE[metric])} "
                 f"{paper_text(lookup.get((hidden, method), {}), metric)}"
@@ -424,15 +456,15 @@ def not_counted(cell: pd.Series) -> str:
 
 def all_cells_md(cells: pd.DataFrame, references: Sequence[str]) -> list[str]:
     rates = [rate_name(reference) for reference in references]
-    header = ["hidden", "method", "variant", "seeds", "final acc (%)", "best acc (%)", *rates,
+    header = ["hidden", "method", "variant", "seeds", "epochs", "final acc (%)", "best acc (%)", *rates,
               "compression (%)", "not counted"]
     measures = ["final_acc", "best_acc", *rates, "compression"]
     if cells["val_acc_n"].any():  # runs with a validation split (val_size > 0), e.g. a tuning sweep
-        header.insert(6, "final val acc (%)")
+        header.insert(7, "final val acc (%)")
         measures.insert(2, "val_acc")
     body = [
         [str(cell["hidden"]), cell["method"], cell["variant"], f"{cell['n_complete']}/{cell['n_expected']}",
-         *(ours_text(cell, measure) for measure in measures), not_counted(cell)]
+         cell["epochs"], *(ours_text(cell, measure) for measure in measures), not_counted(cell)]
         for _, cell in cells.iterrows()
     ]
     if not cells["variant"].astype(bool).any():
@@ -471,7 +503,7 @@ def claim_value(mean: float, std: float, unit: str) -> str:
     return f"{mean:.2f}" + (f" ± {std:.2f}" if math.isfinite(std) else "") + unit
 
 
-def claims_md(claims: pd.DataFrame) -> list[str]:
+def claims_md(claims: pd.DataFrame, judge_any_protocol: bool) -> list[str]:
     """A summary line per claim and variant (in how many cells it holds, here and in the paper), then
     each cell."""
     if claims.empty:
@@ -484,26 +516,36 @@ def claims_md(claims: pd.DataFrame) -> list[str]:
             continue
         for variant, group in sorted(rows.groupby("variant"), key=lambda item: natural(item[0])):
             printed = group[group["holds_in_paper"] != "—"]
+            judged = group[group["holds"] != NOT_JUDGED]
+            holds = f"{(judged['holds'] == 'yes').sum()} of {len(judged)}" if len(judged) else "—"
+            protocols = group.groupby(["ours_n", "epochs"], sort=True).size().index
             summary.append([
-                claim.text, *([variant] if with_variants else []), f"{(group['holds'] == 'yes').sum()} of {len(group)}",
+                claim.text, *([variant] if with_variants else []),
+                "; ".join(f"{seeds} × {epochs}" for seeds, epochs in protocols),
+                holds + (f"; {len(group) - len(judged)} not judged" if len(judged) < len(group) else ""),
                 f"{(printed['holds_in_paper'] == 'yes').sum()} of {len(printed)}" if len(printed) else "—",
             ])
         unit = UNITS.get(claim.measure, "")
         body = [
             [DATASET_TITLES.get(row.dataset, row.dataset), str(row.n_train), str(row.hidden),
-             *([row.variant] if with_variants else []), claim_value(row.ours_mean, row.ours_std, unit), row.holds,
-             claim_value(row.paper, math.nan, unit), row.holds_in_paper]
+             *([row.variant] if with_variants else []), str(row.ours_n), row.epochs,
+             claim_value(row.ours_mean, row.ours_std, unit), row.holds, claim_value(row.paper, math.nan, unit),
+             row.holds_in_paper]
             for row in rows.itertuples()
         ]
-        header = ["dataset", "n_train", "hidden", *(["variant"] if with_variants else []), "ours", "holds", "paper",
-                  "holds in paper"]
+        header = ["dataset", "n_train", "hidden", *(["variant"] if with_variants else []), "seeds", "epochs", "ours",
+                  "holds", "paper", "holds in paper"]
         details += [f"### {claim.text}", "", markdown_table(header, body), ""]
-    header = ["claim", *(["variant"] if with_variants else []), "holds here (cells)",
+    header = ["claim", *(["variant"] if with_variants else []), "seeds × epochs", "holds here (cells)",
               "holds in the paper (cells it prints)"]
     return [
         "## Claims", "",
         "Each claim per cell: ours is the mean ± sample std over seeds, differences paired by seed; the "
-        "paper's value is the same arithmetic on its printed means (devnets/claims.py).", "",
+        "paper's value is the same arithmetic on its printed means (devnets/claims.py). "
+        + ("Every cell is judged, whatever its seeds and epochs (`--judge-any-protocol`)." if judge_any_protocol else
+           f"A claim is judged only in a cell of at least {PROTOCOL['seeds']} seeds at {PROTOCOL['epochs']} "
+           "epochs, the papers' protocol; elsewhere it reads `not judged` (`--judge-any-protocol` judges every "
+           "cell)."), "",
         markdown_table(header, summary), "", *details,
     ]
 
@@ -511,7 +553,7 @@ def claims_md(claims: pd.DataFrame) -> list[str]:
 def tables_md(
     runs: pd.DataFrame, cells: pd.DataFrame, papers: pd.DataFrame, claims: pd.DataFrame, *,
     sweep_dirs: Sequence[Path], expected: Sequence[int], seeds_given: bool, references: Sequence[str],
-    warnings: Sequence[str], figures: dict[tuple, list]
+    warnings: Sequence[str], figures: dict[tuple, list], judge_any_protocol: bool
 ) -> str:
     source = "" if seeds_given else " (every seed some run has; `--seeds` sets them)"
     lines = [
@@ -527,7 +569,7 @@ def tables_md(
     ]
     if warnings:
         lines += ["## Warnings", "", *(f"- {warning}" for warning in warnings), ""]
-    lines += claims_md(claims)
+    lines += claims_md(claims, judge_any_protocol)
     for (dataset, n_train), group in cells.groupby(["dataset", "n_train"], sort=True):
         lines += [f"## {DATASET_TITLES.get(dataset, dataset)}, {n_train} training samples", ""]
         for paper in PAPER_LAYOUTS:
@@ -713,6 +755,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="seeds each cell should have (default: every seed some run read has)")
     parser.add_argument("--against", nargs="+", default=list(DEFAULT_AGAINST), metavar="METHOD",
                         help="methods to compute L against besides the baseline (default: dropout)")
+    parser.add_argument("--judge-any-protocol", action="store_true",
+                        help="judge each claim in every cell, also where it has fewer than 5 seeds or other "
+                             "than 500 epochs (the papers' protocol)")
     parser.add_argument("--status", action="store_true",
                         help="print each cell's progress and an ETA instead (devnets-status); writes nothing")
     parser.add_argument("--jobs", type=int, metavar="N",
@@ -738,17 +783,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 RUN_COLUMNS = [
-    "path", "experiment", *GROUP, "variant", "seed", "status", "epochs", "final_test_acc", "best_test_acc",
-    "best_epoch", "final_val_acc", "train_seconds", "diverged_epoch", "compression", *SENSITIVITY, "error",
+    "path", "experiment", *GROUP, "variant", "seed", "status", "epochs", "max_epochs", "final_test_acc",
+    "best_test_acc", "best_epoch", "final_val_acc", "train_seconds", "diverged_epoch", "compression", *SENSITIVITY,
+    "error",
 ]
 
 
 def aggregate(
     sweep_dirs: Sequence[Path], out: Path, seeds: Sequence[int] | None = None,
-    references: Sequence[str] = ("baseline", "dropout"),
+    references: Sequence[str] = ("baseline", "dropout"), judge_any_protocol: bool = False,
 ) -> tuple[str, list[str]]:
     """Write every output to ``out``; returns tables.md's text and the warnings. ``seeds``: the seeds each
-    cell should have (``expected_seeds``)."""
+    cell should have (``expected_seeds``); ``judge_any_protocol``: judge claims off the papers' protocol too."""
     records, warnings = read_runs(sweep_dirs)
     if not records:
         where = ", ".join(map(str, sweep_dirs))
@@ -756,7 +802,7 @@ def aggregate(
     runs = pd.DataFrame(records)
     runs["variant"] = variant_labels(runs)
     runs, duplicates = drop_duplicates(runs)
-    warnings += duplicates
+    warnings += duplicates + mixed_protocols(runs)
     expected = expected_seeds(runs, seeds)
     runs = add_rates(runs, references)
     cells = summarise(runs, expected, references)
@@ -765,9 +811,10 @@ def aggregate(
     out.mkdir(parents=True, exist_ok=True)
     figures = write_plots(counted, cells, out, warnings)
     cells_with_papers = with_paper_values(cells, papers)
-    claims = claims_table(counted, cells_with_papers)
+    claims = claims_table(counted, cells_with_papers, judge_any_protocol)
     text = tables_md(runs, cells, papers, claims, sweep_dirs=sweep_dirs, expected=expected,
-                     seeds_given=seeds is not None, references=references, warnings=warnings, figures=figures)
+                     seeds_given=seeds is not None, references=references, warnings=warnings, figures=figures,
+                     judge_any_protocol=judge_any_protocol)
     (out / "tables.md").write_text(text)
     cells_with_papers.to_csv(out / "cells.csv", index=False)
     claims.to_csv(out / "claims.csv", index=False)
@@ -786,7 +833,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             text, warnings = status_text(args.sweep_dirs, args.seeds, args.jobs)
         else:
-            text, warnings = aggregate(args.sweep_dirs, args.out, args.seeds, args.references)
+            text, warnings = aggregate(args.sweep_dirs, args.out, args.seeds, args.references,
+                                       args.judge_any_protocol)
     except NothingToAggregate as error:
         for warning in error.warnings:
             print(f"warning: {warning}", file=sys.stderr)
