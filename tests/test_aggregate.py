@@ -359,6 +359,27 @@ def test_a_checkpoint_is_optional(capsys, sweep, tmp_path):
     assert not (tmp_path / "agg" / "sensitivity_mnist-n1200_h100.png").exists()
 
 
+def test_committed_records_rebuild_the_tables_without_checkpoints(capsys, tmp_path):
+    """results/runs/<experiment>/<dataset>-n<n>/h<hidden>/<method>/[variant/]seed<k>/metrics.json, no last.ckpt."""
+    records = tmp_path / "results" / "runs" / "paper"
+    cifar = {"dataset": "cifar10", "n_train": 50000, "hidden": 10}
+    for seed in range(5):
+        write_run(records.parent, "baseline", seed, **cifar)
+        staged = write_run(tmp_path / "staged", "bdnn_dsd", seed, method_settings={"counting": "consecutive"}, **cifar)
+        write_metrics(records / "cifar10-n50000/h10/bdnn_dsd/consecutive" / f"seed{seed}", read_metrics(staged))
+    truncated = records / "cifar10-n50000/h10/bdnn_dsd/consecutive/seed4/metrics.json"
+    truncated.write_text(truncated.read_text()[:30])
+    out = tmp_path / "results" / "grid_cifar10"
+    assert main([str(records), "--out", str(out)]) == 0
+    skipped, wrote = capsys.readouterr().err.splitlines()  # no word of the absent checkpoints
+    assert skipped.startswith(f"warning: skipped {truncated}: not valid JSON (")
+    assert wrote == f"wrote tables.md, cells.csv, runs.csv and plots to {out}"
+    cells = read_csv(out / "cells.csv")
+    assert [(row["method"], row["n_complete"], row["unreadable_seeds"]) for row in cells] == [
+        ("baseline", "5", ""), ("bdnn_dsd", "4", "4")]
+    assert (out / "curves_cifar10-n50000_h10.png").exists() and not list(out.glob("weights_*"))
+
+
 @pytest.mark.parametrize("problem", ["missing", "empty", "file"])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(capsys, sweep, tmp_path, problem):
     (tmp_path / "empty").mkdir()
