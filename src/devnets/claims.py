@@ -11,7 +11,8 @@ A claim compares a method with a reference in one measure:
 Ours is the mean ± sample std over seeds of the per-run values devnets.aggregate computes (each run paired
 with the reference's run of the same seed); the paper's side is the same arithmetic on the printed means.
 A cell with variants (runs that differ in other settings, such as a fidelity sweep's readings) is judged
-per variant, each run against the reference's run of the same seed and readings (devnets.aggregate.matched_reference).
+per variant, each run against the reference's run of the same seed and readings
+(devnets.aggregate.pairing.matched_reference).
 
 A claim is judged only where our runs follow the papers' protocol (PROTOCOL: at least 5 seeds, 500
 epochs); elsewhere it reads ``not judged``, unless ``judge_any_protocol`` is set. Each row states its

@@ -17,16 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from devnets.aggregate import (
-    CELL,
-    DATASET_TITLES,
-    NothingToAggregate,
-    drop_duplicates,
-    expected_seeds,
-    markdown_table,
-    read_runs,
-    variant_labels,
-)
+from devnets.aggregate.markdown import DATASET_TITLES, markdown_table
+from devnets.aggregate.runs import CELL, NothingToAggregate, drop_duplicates, expected_seeds, read_runs, variant_labels
 
 COUNTS = {"complete": ("complete",), "running": ("running",), "failed": ("failed", "unreadable"),
           "diverged": ("diverged",)}
