@@ -2,10 +2,15 @@
 
 import csv
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import devnets
 from devnets.aggregate import load_paper_tables, main
 from devnets.results import read_metrics, write_metrics
 
@@ -13,8 +18,9 @@ BDNN_DSD = {"count_threshold": 10, "bound_step": 0.06, "initial_bound": 0.45}
 
 
 def write_run(root, method="baseline", seed=0, curve=(50.0, 60.0, 70.0), *, status="complete", hidden=100,
-              dataset="mnist", n_train=1200, method_settings=None, **extra):
-    """A run folder as train.py lays it out, with ``curve`` as its per-epoch test accuracy."""
+              dataset="mnist", n_train=1200, method_settings=None, max_epochs=500, **extra):
+    """A run folder as train.py lays it out, with ``curve`` as its per-epoch test accuracy (of ``max_epochs``
+    planned: a short curve keeps the arithmetic simple)."""
     run_dir = root / "paper" / f"{dataset}-n{n_train}" / f"h{hidden}" / method / f"seed{seed}"
     config = {
         "seed": seed,
@@ -23,7 +29,7 @@ def write_run(root, method="baseline", seed=0, curve=(50.0, 60.0, 70.0), *, stat
         "method": {"name": method, **(method_settings or {})},
     }
     metrics = {"status": status, "dataset": dataset, "n_train": n_train, "hidden": hidden, "method": method,
-               "seed": seed, "max_epochs": len(curve), "experiment": "paper", "config": config}
+               "seed": seed, "max_epochs": max_epochs, "experiment": "paper", "config": config}
     if status in ("complete", "diverged"):
         curve = list(curve)
         metrics |= {"test_acc": curve, "final_test_acc": curve[-1], "best_test_acc": max(curve),
@@ -61,8 +67,11 @@ def sweep(tmp_path):
     return root
 
 
+FIVE_SEEDS = ("--seeds", "0", "1", "2", "3", "4")
+
+
 def test_cells_hold_mean_and_sample_std_over_seeds(capsys, sweep, tmp_path):
-    aggregate(capsys, sweep, "--out", tmp_path / "agg")
+    aggregate(capsys, sweep, "--out", tmp_path / "agg", *FIVE_SEEDS)
     cells = read_csv(tmp_path / "agg" / "cells.csv")
     baseline = cell(cells, "baseline")
     assert (float(baseline["final_acc_mean"]), float(baseline["final_acc_std"])) == (82.0, 2.0)
@@ -78,7 +87,7 @@ def test_cells_hold_mean_and_sample_std_over_seeds(capsys, sweep, tmp_path):
 
 
 def test_tables_show_the_papers_values_beside_ours(capsys, sweep, tmp_path):
-    printed = aggregate(capsys, sweep, "--out", tmp_path / "agg").out
+    printed = aggregate(capsys, sweep, "--out", tmp_path / "agg", *FIVE_SEEDS).out
     tables = (tmp_path / "agg" / "tables.md").read_text()
     assert printed == tables
     assert "### BDNN-dsd Table 3: test accuracy (%)" in tables
@@ -89,12 +98,25 @@ def test_tables_show_the_papers_values_beside_ours(capsys, sweep, tmp_path):
     assert "— (88.65 ± 0.13)" in row_100  # a method we did not run still shows the paper's value
     bsp_row = next(line for line in tables.splitlines() if line.startswith("| 100 ") and "(87.5)" in line)
     assert "85.00 [1/5] (87.5)" in bsp_row and "90.00 [1/5] (85.95)" in bsp_row
-    # hidden sizes only the paper has are rows too
-    assert any(line.startswith("| 10 ") and "(83.76 ± 0.34)" in line for line in tables.splitlines())
+    # hidden sizes only the paper has are no rows of "—" (issue 19)
+    assert "(83.76 ± 0.34)" not in tables and not any(line.startswith("| 10 ") for line in tables.splitlines())
+
+
+def test_without_seeds_a_cell_expects_the_seeds_the_sweep_has(capsys, tmp_path):
+    """Issue 19: a 2-seed sweep does not list seeds 2-4 as missing; a cell lacking one of its seeds does."""
+    root = tmp_path / "outputs"
+    for seed in (0, 1):
+        write_run(root, "baseline", seed)
+    write_run(root, "dropout", 1)
+    tables = aggregate(capsys, root, "--out", tmp_path / "agg").out
+    assert "expected seeds: 0 1 (every seed some run has; `--seeds` sets them)" in tables
+    cells = read_csv(tmp_path / "agg" / "cells.csv")
+    assert [(row["method"], row["n_complete"], row["missing_seeds"]) for row in cells] == [
+        ("baseline", "2", ""), ("dropout", "1", "0")]
 
 
 def test_claims_pair_seeds_and_judge_each_cell_beside_the_paper(capsys, sweep, tmp_path):
-    aggregate(capsys, sweep, "--out", tmp_path / "agg")
+    aggregate(capsys, sweep, "--out", tmp_path / "agg", "--judge-any-protocol")
     claims = read_csv(tmp_path / "agg" / "claims.csv")
 
     def claim(text):
@@ -116,7 +138,33 @@ def test_claims_pair_seeds_and_judge_each_cell_beside_the_paper(capsys, sweep, t
     assert not any(row["claim"].startswith("BDNN-dsd is more accurate than dropout") for row in claims)
     tables = (tmp_path / "agg" / "tables.md").read_text()
     assert "| BDNN-dsd is more accurate than the initial network " in tables
-    assert "| MNIST   | 1200    | 100    | -42.00 ± 2.00 pts | no    | 4.55 pts | yes            |" in tables
+    assert "| MNIST   | 1200    | 100    | 3     | 500    | -42.00 ± 2.00 pts | no    | 4.55 pts | yes " in tables
+    assert "Every cell is judged, whatever its seeds and epochs (`--judge-any-protocol`)." in tables
+
+
+def test_a_claim_off_the_papers_protocol_is_not_judged(capsys, tmp_path):
+    """Issue 19: 5 seeds at 500 epochs are judged; 2 seeds, or 30 epochs, are not, and each row says why."""
+    root = tmp_path / "outputs"
+    for seed in range(5):
+        write_run(root, "baseline", seed, [50.0, 60.0, 70.0])
+        write_run(root, "bdnn_dsd", seed, [60.0, 70.0, 80.0])
+        for method, final in (("baseline", 70.0), ("bdnn_dsd", 80.0)):
+            write_run(root, method, seed, [60.0, final], hidden=10, max_epochs=30)
+    for seed in range(2):
+        for method, final in (("baseline", 70.0), ("bdnn_dsd", 80.0)):
+            write_run(root, method, seed, [60.0, final], dataset="fashion_mnist")
+    tables = aggregate(capsys, root, "--out", tmp_path / "agg").out
+    verdicts = {(row["dataset"], row["hidden"], row["ours_n"], row["epochs"]): row["holds"]
+                for row in read_csv(tmp_path / "agg" / "claims.csv")
+                if row["claim"] == "BDNN-dsd is more accurate than the initial network"}
+    assert verdicts == {("mnist", "100", "5", "500"): "yes", ("mnist", "10", "5", "30"): "not judged",
+                        ("fashion_mnist", "100", "2", "500"): "not judged"}
+    claim = "| BDNN-dsd is more accurate than the initial network "
+    summary = next(line for line in tables.splitlines() if line.startswith(claim))
+    assert [cell.strip() for cell in summary.split("|")[2:-1]] == [
+        "2 × 500; 5 × 30; 5 × 500", "1 of 1; 2 not judged", "3 of 3"]
+    assert "A claim is judged only in a cell of at least 5 seeds at 500 epochs" in tables
+    assert "| MNIST         | 1200    | 10     | 5     | 30     | 10.00 ± 0.00 pts | not judged |" in tables
 
 
 def test_claims_judge_each_variant_against_the_plain_reference(capsys, tmp_path):
@@ -124,7 +172,7 @@ def test_claims_judge_each_variant_against_the_plain_reference(capsys, tmp_path)
     write_run(root / "grid", "baseline", 0, [50.0, 60.0, 70.0])
     write_run(root / "a", "bdnn_dsd", 0, [60.0, 70.0, 80.0], method_settings={"counting": "consecutive"})
     write_run(root / "b", "bdnn_dsd", 0, [40.0, 50.0, 60.0], method_settings={"counting": "cumulative"})
-    aggregate(capsys, root, "--out", tmp_path / "agg", "--seeds", "0")
+    aggregate(capsys, root, "--out", tmp_path / "agg", "--seeds", "0", "--judge-any-protocol")
     gains = {row["variant"]: (row["ours_mean"], row["holds"]) for row in read_csv(tmp_path / "agg" / "claims.csv")
              if row["claim"] == "BDNN-dsd is more accurate than the initial network"}
     assert gains == {'counting="consecutive"': ("10.0", "yes"), 'counting="cumulative"': ("-10.0", "no")}
@@ -132,7 +180,36 @@ def test_claims_judge_each_variant_against_the_plain_reference(capsys, tmp_path)
     claim = "BDNN-dsd is more accurate than the initial network"
     summary = [[cell.strip() for cell in line.split("|")[2:-1]] for line in tables.splitlines()
                if line.startswith(f"| {claim}")]
-    assert summary == [['counting="consecutive"', "1 of 1", "1 of 1"], ['counting="cumulative"', "0 of 1", "1 of 1"]]
+    assert summary == [['counting="consecutive"', "1 × 500", "1 of 1", "1 of 1"],
+                       ['counting="cumulative"', "1 × 500", "0 of 1", "1 of 1"]]
+
+
+def test_runs_of_other_epochs_are_kept_apart_and_named(capsys, tmp_path):
+    """Issue 19: a 5-epoch single run beside a 30-epoch sweep in outputs/runs is its own cell, compared with
+    no run of other epochs, and the mix is named."""
+    sweep = tmp_path / "outputs" / "runs"
+    for seed in (0, 1):
+        write_run(sweep, "baseline", seed, [50.0, 60.0, 70.0], max_epochs=30)
+        write_run(sweep, "dropout", seed, [60.0, 70.0, 75.0], max_epochs=30)
+    single = write_run(tmp_path / "single", "dropout", 0, [40.0, 50.0], max_epochs=5)
+    metrics = read_metrics(single)
+    write_metrics(single, metrics | {"experiment": "single"})
+    result = aggregate(capsys, tmp_path, "--out", tmp_path / "agg")
+    mix = "warning: runs set to different epochs are read together: 5 epochs (1 runs), 30 epochs (4 runs)"
+    assert mix in result.err and "several experiments" not in result.err  # the single run is a cell of its own
+    cells = {(row["method"], row["variant"]): (row["n_complete"], row["epochs"], row["L_mean"])
+             for row in read_csv(tmp_path / "agg" / "cells.csv")}
+    assert cells == {("baseline", ""): ("2", "30", ""), ("dropout", "trainer.max_epochs=30"): ("2", "30", "1.5"),
+                     ("dropout", "trainer.max_epochs=5"): ("1", "5", "")}
+
+
+def test_a_cell_with_runs_of_several_experiments_is_named(capsys, tmp_path):
+    write_run(tmp_path / "a", "baseline", 0)
+    run_dir = write_run(tmp_path / "b", "baseline", 1)
+    write_metrics(run_dir, read_metrics(run_dir) | {"experiment": "runs"})
+    result = aggregate(capsys, tmp_path, "--out", tmp_path / "agg")
+    assert "warning: mnist-n1200 h100 baseline holds runs of several experiments: paper (seeds 0), runs (seeds 1)" \
+        in result.err
 
 
 def test_a_switch_older_runs_lack_makes_no_variant_unless_its_values_differ(capsys, tmp_path):
@@ -186,15 +263,64 @@ def test_runs_that_do_not_count_are_named(capsys, tmp_path):
     assert f"warning: skipped {corrupt}: not valid JSON" in result.err
     assert f"- skipped {corrupt}: not valid JSON" in tables
     assert "80.00 [1/6] (87.74 ± 0.19)" in tables  # only the complete seed is averaged
-    assert "missing 4 5; diverged 2; failed 1; running 3" in tables
-    assert "- h100 dropout: seeds 4 5 missing (no metrics.json)" in tables
+    assert "missing 4; diverged 2; failed 1; running 3; unreadable 5" in tables
+    assert "- h100 dropout: seed 4 missing (no metrics.json)" in tables
     assert "- h100 dropout: seed 1 failed: RuntimeError: out of memory (`" in tables
     assert "- h100 dropout: seed 2 diverged at epoch 2 (`" in tables
     assert "- h100 dropout: seed 3 running (`" in tables
+    assert "- h100 dropout: seed 5 unreadable: metrics.json: not valid JSON (" in tables
     dropout = cell(read_csv(tmp_path / "agg" / "cells.csv"), "dropout")
-    by_status = [dropout[f"{status}_seeds"] for status in ("missing", "failed", "diverged", "running")]
-    assert by_status == ["4 5", "1", "2", "3"]
+    by_status = [dropout[f"{status}_seeds"] for status in ("missing", "failed", "diverged", "running", "unreadable")]
+    assert by_status == ["4", "1", "2", "3", "5"]
     assert dropout["n_complete"] == "1"
+
+
+def test_a_cell_counts_only_its_expected_seeds_and_names_an_unreadable_run(capsys, tmp_path):
+    """Issue 14, item 5: seeds 0-5 present, seed 3's metrics.json truncated, seeds 0-4 expected."""
+    root = tmp_path / "outputs"
+    for seed in range(6):
+        write_run(root, "baseline", seed, [50.0, 60.0, 70.0 + seed])
+    truncated = root / "paper/mnist-n1200/h100/baseline/seed3/metrics.json"
+    truncated.write_text(truncated.read_text()[:40])
+    aggregate(capsys, root, "--out", tmp_path / "agg", *FIVE_SEEDS)
+    baseline = cell(read_csv(tmp_path / "agg" / "cells.csv"), "baseline")
+    assert baseline["n_complete"] == "4" and baseline["complete_seeds"] == "0 1 2 4"
+    assert float(baseline["final_acc_mean"]) == (70 + 71 + 72 + 74) / 4  # seed 5 is not averaged
+    assert (baseline["missing_seeds"], baseline["unreadable_seeds"], baseline["unexpected_seeds"]) == ("", "3", "5")
+    tables = (tmp_path / "agg" / "tables.md").read_text()
+    assert "| 100    | baseline | 4/5   | 500    |" in tables
+    assert "unreadable 3; unexpected 5" in tables
+    assert "- h100 baseline: seed 3 unreadable: metrics.json: not valid JSON (" in tables
+    assert "- h100 baseline: seed 5 complete, not an expected seed (`" in tables
+    assert "no metrics.json" not in tables
+
+
+def test_status_counts_each_cells_runs_and_times_whats_left(capsys, tmp_path):
+    root = tmp_path / "outputs"
+    for seed in (0, 1):  # 10 and 20 min for 5 epochs: 3 min an epoch
+        write_run(root, "baseline", seed, [10.0, 20.0, 30.0, 40.0, 50.0], max_epochs=5,
+                  train_seconds=600.0 * (seed + 1))
+    write_run(root, "baseline", 2, status="running", max_epochs=5)
+    write_run(root, "bsp", 0, status="failed", max_epochs=5, error="RuntimeError: boom")
+    write_run(root, "bsp", 1, status="running", max_epochs=5, epochs=1)
+    printed = aggregate(capsys, "--status", root, "--seeds", "0", "1", "2", "3").out
+    rows = {line.split("|")[4].strip(): [cell.strip() for cell in line.split("|")[5:-1]]
+            for line in printed.splitlines() if "| MNIST" in line}
+    # complete, running, failed, diverged, not started, s/epoch, left
+    assert rows["baseline"] == ["2", "1", "0", "0", "1", "180.00", "30 min"]  # (5 + 5) epochs at 3 min
+    assert rows["bsp"] == ["0", "1", "1", "0", "2", "180.00", "42 min"]  # timed as its size: 4 + 5 + 5 epochs
+    assert "Runs: 2 complete, 2 running, 1 failed, 0 diverged, 3 not started." in printed
+    assert "Left: 1 h 12 min of training, ETA 36 min at 2 run(s) at a time." in printed
+    assert not (root / "aggregate").exists()
+
+
+def test_status_reads_no_torch_or_lightning(sweep):
+    code = ("import sys; from devnets.aggregate import status_main; assert status_main([sys.argv[1]]) == 0; "
+            "assert not {'torch', 'lightning', 'matplotlib'} & set(sys.modules), sorted(sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, str(sweep)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(devnets.__file__).parents[1])})
+    assert result.returncode == 0, result.stderr
+    assert "| MNIST   | 1200    | 100    | bsp " in result.stdout
 
 
 def test_plots_are_written(capsys, sweep, tmp_path):
@@ -222,8 +348,8 @@ def test_a_tuning_sweep_lists_each_setting_with_its_validation_accuracy(capsys, 
     tables = aggregate(capsys, tmp_path, "--seeds", "0", "--out", tmp_path / "agg").out
     assert "final val acc (%)" in tables
     row = next(line for line in tables.splitlines() if "| l2=0.01 " in line)
-    assert [cell.strip() for cell in row.split("|")[1:7]] == ["100", "l2", "l2=0.01", "1/1", "80.00", "80.00"]
-    assert row.split("|")[7].strip() == "75.00"
+    assert [cell.strip() for cell in row.split("|")[1:8]] == ["100", "l2", "l2=0.01", "1/1", "500", "80.00", "80.00"]
+    assert row.split("|")[8].strip() == "75.00"
 
 
 def test_a_checkpoint_is_optional(capsys, sweep, tmp_path):
@@ -231,6 +357,27 @@ def test_a_checkpoint_is_optional(capsys, sweep, tmp_path):
     assert (tmp_path / "agg" / "curves_mnist-n1200_h100.png").exists()
     assert not (tmp_path / "agg" / "weights_mnist-n1200_h100.png").exists()
     assert not (tmp_path / "agg" / "sensitivity_mnist-n1200_h100.png").exists()
+
+
+def test_committed_records_rebuild_the_tables_without_checkpoints(capsys, tmp_path):
+    """results/runs/<experiment>/<dataset>-n<n>/h<hidden>/<method>/[variant/]seed<k>/metrics.json, no last.ckpt."""
+    records = tmp_path / "results" / "runs" / "paper"
+    cifar = {"dataset": "cifar10", "n_train": 50000, "hidden": 10}
+    for seed in range(5):
+        write_run(records.parent, "baseline", seed, **cifar)
+        staged = write_run(tmp_path / "staged", "bdnn_dsd", seed, method_settings={"counting": "consecutive"}, **cifar)
+        write_metrics(records / "cifar10-n50000/h10/bdnn_dsd/consecutive" / f"seed{seed}", read_metrics(staged))
+    truncated = records / "cifar10-n50000/h10/bdnn_dsd/consecutive/seed4/metrics.json"
+    truncated.write_text(truncated.read_text()[:30])
+    out = tmp_path / "results" / "grid_cifar10"
+    assert main([str(records), "--out", str(out)]) == 0
+    skipped, wrote = capsys.readouterr().err.splitlines()  # no word of the absent checkpoints
+    assert skipped.startswith(f"warning: skipped {truncated}: not valid JSON (")
+    assert wrote == f"wrote tables.md, cells.csv, runs.csv and plots to {out}"
+    cells = read_csv(out / "cells.csv")
+    assert [(row["method"], row["n_complete"], row["unreadable_seeds"]) for row in cells] == [
+        ("baseline", "5", ""), ("bdnn_dsd", "4", "4")]
+    assert (out / "curves_cifar10-n50000_h10.png").exists() and not list(out.glob("weights_*"))
 
 
 @pytest.mark.parametrize("problem", ["missing", "empty", "file"])

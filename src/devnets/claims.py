@@ -11,7 +11,12 @@ A claim compares a method with a reference in one measure:
 Ours is the mean ± sample std over seeds of the per-run values devnets.aggregate computes (each run paired
 with the reference's run of the same seed); the paper's side is the same arithmetic on the printed means.
 A cell with variants (runs that differ in other settings, such as a fidelity sweep's readings) is judged
-per variant, each run against the reference's run of the same seed and readings (devnets.aggregate.matched_reference).
+per variant, each run against the reference's run of the same seed and readings
+(devnets.aggregate.pairing.matched_reference).
+
+A claim is judged only where our runs follow the papers' protocol (PROTOCOL: at least 5 seeds, 500
+epochs); elsewhere it reads ``not judged``, unless ``judge_any_protocol`` is set. Each row states its
+seeds and epochs.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import pandas as pd
 from devnets.convergence import mean_std
 
 CELL_KEY = ["dataset", "n_train", "hidden"]
+PROTOCOL = {"seeds": 5, "epochs": 500}  # both papers: 5 runs per cell, 500 epochs
+NOT_JUDGED = "not judged"
 
 
 @dataclass(frozen=True)
@@ -66,14 +73,21 @@ def column(claim: Claim) -> str:
 
 
 def ours(claim: Claim, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per cell and variant of ``claim.method``: mean, std and count of the claim's measure over complete runs."""
+    """Per cell and variant of ``claim.method``: mean, std and count of the claim's measure over complete runs,
+    and the epochs those runs were set to train (``5, 30`` where they differ)."""
     mine = runs[(runs["method"] == claim.method) & (runs["status"] == "complete")]
-    rows = [
-        dict(zip([*CELL_KEY, "variant"], key, strict=True))
-        | dict(zip(("mean", "std", "n"), mean_std(group[column(claim)]), strict=True))
-        for key, group in mine.groupby([*CELL_KEY, "variant"])
-    ]
-    return pd.DataFrame(rows, columns=[*CELL_KEY, "variant", "mean", "std", "n"])
+    rows = []
+    for key, group in mine.groupby([*CELL_KEY, "variant"]):
+        measured = group[group[column(claim)].map(math.isfinite)]
+        rows.append(dict(zip([*CELL_KEY, "variant"], key, strict=True))
+                    | dict(zip(("mean", "std", "n"), mean_std(group[column(claim)]), strict=True))
+                    | {"epochs": epochs_text(measured["max_epochs"])})
+    return pd.DataFrame(rows, columns=[*CELL_KEY, "variant", "mean", "std", "n", "epochs"])
+
+
+def epochs_text(max_epochs: pd.Series) -> str:
+    """The epochs runs were set to train: ``500``, or ``5, 30`` where they differ."""
+    return ", ".join(f"{epochs:.0f}" for epochs in sorted(set(max_epochs.dropna())))
 
 
 def papers_value(claim: Claim, cells: pd.DataFrame, row: pd.Series) -> float:
@@ -99,19 +113,26 @@ def judge(claim: Claim, value: float) -> str:
     return "yes" if RELATIONS[claim.relation](round(value, 2), claim.bound) else "no"
 
 
-def claims_table(runs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim and cell: ours (mean, std, n), the paper's value, and whether each holds."""
+def follows_protocol(seeds: int, epochs: str) -> bool:
+    return seeds >= PROTOCOL["seeds"] and epochs == str(PROTOCOL["epochs"])
+
+
+def claims_table(runs: pd.DataFrame, cells: pd.DataFrame, judge_any_protocol: bool = False) -> pd.DataFrame:
+    """One row per claim and cell: ours (mean, std, seeds, epochs), the paper's value, and whether each holds
+    (``not judged`` off the papers' protocol unless ``judge_any_protocol``)."""
     rows = []
     for claim in CLAIMS:
         for _, row in ours(claim, runs).iterrows():
             if not row["n"]:  # the cell lacks the reference's runs
                 continue
             paper = papers_value(claim, cells, row)
+            judged = judge_any_protocol or follows_protocol(row["n"], row["epochs"])
             rows.append({
                 "claim": claim.text, **row[[*CELL_KEY, "variant"]].to_dict(),
-                "ours_mean": row["mean"], "ours_std": row["std"],
-                "ours_n": row["n"], "paper": paper, "holds": judge(claim, row["mean"]),
+                "ours_mean": row["mean"], "ours_std": row["std"], "ours_n": row["n"], "epochs": row["epochs"],
+                "paper": paper, "holds": judge(claim, row["mean"]) if judged else NOT_JUDGED,
                 "holds_in_paper": judge(claim, paper),
             })
-    columns = ["claim", *CELL_KEY, "variant", "ours_mean", "ours_std", "ours_n", "paper", "holds", "holds_in_paper"]
+    columns = ["claim", *CELL_KEY, "variant", "ours_mean", "ours_std", "ours_n", "epochs", "paper", "holds",
+               "holds_in_paper"]
     return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,93 @@
+"""A sweep's progress: ``devnets-status SWEEP_DIR...`` (the same as ``devnets-aggregate --status``).
+
+Per cell (dataset, n_train, hidden, method, variant as devnets.aggregate groups them), how many of the
+expected seeds are complete, running, failed (failed, or a metrics.json that cannot be read), diverged
+and not started, and the time left: each unfinished run's epochs left (a running run's done epochs are
+counted where its metrics.json gives them, none otherwise) at the cell's seconds per epoch, the mean of
+``train_seconds / epochs`` over its complete runs (over the complete runs of the same dataset, n_train and
+hidden when the cell has none). The ETA divides the total by the runs at a time (``--jobs``, default the
+runs running now, at least one). Reads metrics.json files only: no torch, no lightning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from devnets.aggregate.markdown import DATASET_TITLES, markdown_table
+from devnets.aggregate.runs import CELL, NothingToAggregate, drop_duplicates, expected_seeds, read_runs, variant_labels
+
+COUNTS = {"complete": ("complete",), "running": ("running",), "failed": ("failed", "unreadable"),
+          "diverged": ("diverged",)}
+SIZE = ["dataset", "n_train", "hidden"]
+
+
+def duration(seconds: float) -> str:
+    """``2 h 05 min``, ``7 min``, or ``unknown`` for NaN."""
+    if not math.isfinite(seconds):
+        return "unknown"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def seconds_per_epoch(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run, its cell's mean seconds per epoch over complete runs, else its size's; NaN without either."""
+    complete = runs[(runs["status"] == "complete") & (runs["epochs"] > 0)]
+    per_epoch = (complete["train_seconds"] / complete["epochs"]).rename("per_epoch")
+    by_cell = pd.concat([complete[CELL], per_epoch], axis=1).groupby(CELL)["per_epoch"].mean()
+    by_size = pd.concat([complete[SIZE], per_epoch], axis=1).groupby(SIZE)["per_epoch"].mean()
+    cell = runs[CELL].apply(tuple, axis=1).map(by_cell)
+    size = runs[SIZE].apply(tuple, axis=1).map(by_size)
+    return cell.fillna(size)
+
+
+def progress(runs: pd.DataFrame, expected: Sequence[int]) -> pd.DataFrame:
+    """One row per cell: the expected seeds by status, seconds per epoch and seconds of training left."""
+    runs = runs[runs["seed"].isin(expected)].assign(per_epoch=seconds_per_epoch(runs))
+    rows = []
+    for key, group in runs.groupby(CELL, sort=True):
+        row = dict(zip(CELL, key, strict=True))
+        row |= {name: int(group["status"].isin(statuses).sum()) for name, statuses in COUNTS.items()}
+        row["not started"] = len(expected) - len(group)
+        planned = group["max_epochs"].max()
+        unfinished = group[group["status"] == "running"]
+        epochs_left = (planned - unfinished["epochs"].fillna(0)).clip(lower=0).sum() + row["not started"] * planned
+        row["s/epoch"] = group["per_epoch"].iloc[0]
+        row["left_s"] = epochs_left * row["s/epoch"] if epochs_left else 0.0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def status_text(sweep_dirs: Sequence[Path], seeds: Sequence[int] | None, jobs: int | None) -> tuple[str, list[str]]:
+    """The progress table of ``sweep_dirs`` and its ETA, as Markdown, and the warnings."""
+    records, warnings = read_runs(sweep_dirs)
+    if not records:
+        raise NothingToAggregate(f"no metrics.json under {', '.join(map(str, sweep_dirs))}", warnings)
+    runs = pd.DataFrame(records)
+    runs["variant"] = variant_labels(runs)
+    runs, _ = drop_duplicates(runs)
+    expected = expected_seeds(runs, seeds)
+    cells = progress(runs, expected)
+    with_variants = cells["variant"].astype(bool).any()
+    header = ["dataset", "n_train", "hidden", "method", *(["variant"] if with_variants else []), *COUNTS,
+              "not started", "s/epoch", "left"]
+    body = [
+        [DATASET_TITLES.get(cell.dataset, cell.dataset), str(cell.n_train), str(cell.hidden), cell.method,
+         *([cell.variant] if with_variants else []), *(str(cell[name]) for name in [*COUNTS, "not started"]),
+         f"{cell['s/epoch']:.2f}" if math.isfinite(cell["s/epoch"]) else "—", duration(cell["left_s"])]
+        for _, cell in cells.iterrows()
+    ]
+    running = int(cells["running"].sum())
+    at_once = jobs or max(running, 1)
+    total, untimed = cells["left_s"].sum(min_count=1), cells["left_s"].isna().sum()
+    counts = ", ".join(f"{cells[name].sum()} {name}" for name in [*COUNTS, "not started"])
+    return "\n".join([
+        markdown_table(header, body), "",
+        f"Expected seeds: {' '.join(map(str, expected))}"
+        + ("" if seeds is not None else " (every seed some run has; --seeds sets them)") + f". Runs: {counts}.",
+        f"Left: {duration(total)} of training, ETA {duration(total / at_once)} at {at_once} run(s) at a time"
+        + (f", not counting {untimed} cell(s) with no complete run of their size to time" if untimed else "") + ".",
+    ]) + "\n", warnings
