@@ -1,5 +1,5 @@
-"""Both methods beyond the papers' MLP: a Conv2d weight, gradient accumulation, a plain PyTorch loop,
-several optimisers, torch.nn.utils.prune, bfloat16/float16/float64 weights and bad input.
+"""Both methods beyond the papers' MLP: a Conv2d weight, gradient accumulation and manual optimisation,
+a plain PyTorch loop, several optimisers, torch.nn.utils.prune, bfloat16/float16/float64 weights and bad input.
 
 Values are worked by hand. BDNN-dsd: R_i = 0.5, R_d = 0.25. BSP: N_neu = 2 and N_sam = 1200
 (β·N_sam/B = 1), α = 0.6/ln 2 (p_r = 0.6: floor(4·0.6) = 2 candidates among 4 weights), μ = 0 and A = 2,
@@ -123,10 +123,26 @@ class Pushed(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=1.0)
 
 
-def fit_with_accumulation(model, callback):
-    """One epoch of 4 batches with accumulate_grad_batches=2: 2 optimiser steps."""
+class ManuallyStepped(Pushed):
+    """Manual optimisation that steps the optimiser after every second batch."""
+
+    def __init__(self, weights, push):
+        super().__init__(weights, push)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        self.manual_backward(super().training_step(batch, batch_idx))
+        if batch_idx % 2 == 1:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+def fit_with_accumulation(model, callback, accumulate=2):
+    """One epoch of 4 batches with accumulate_grad_batches=2 (or manual steps every second batch):
+    2 optimiser steps."""
     trainer = L.Trainer(
-        max_epochs=1, accumulate_grad_batches=2, callbacks=[callback], accelerator="cpu", logger=False,
+        max_epochs=1, accumulate_grad_batches=accumulate, callbacks=[callback], accelerator="cpu", logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
     trainer.fit(model, DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=1))
@@ -143,10 +159,11 @@ def test_bdnn_dsd_under_gradient_accumulation_steps_once_per_optimizer_step():
     assert callback.bounds.hooks == []  # removed at teardown
 
 
-def test_bsp_under_gradient_accumulation_iterates_once_per_optimizer_step():
-    model = Pushed(FOUR, push=0.0)
+@pytest.mark.parametrize(("module", "accumulate"), [(Pushed, 2), (ManuallyStepped, 1)], ids=["accumulate", "manual"])
+def test_bsp_under_gradient_accumulation_iterates_once_per_optimizer_step(module, accumulate):
+    model = module(FOUR, push=0.0)
     callback = SynapticPruning(**BSP_SETTINGS, **BSP_SIZES, histogram_every_n_epochs=0)
-    fit_with_accumulation(model, callback)
+    fit_with_accumulation(model, callback, accumulate)
     # 2 iterations: counts 2, not above p_c = 2; 4 (one per batch) would have pruned at the third
     assert model.layer.weight_bsp_candidate_count.tolist() == [[2, 2, 0, 0]]
     assert model.layer.weight_bsp_mask.tolist() == [[1, 1, 1, 1]]
