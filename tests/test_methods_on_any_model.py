@@ -266,3 +266,24 @@ def test_bad_input_is_a_one_line_error(make_error, message):
     with pytest.raises(InvalidSetting) as error:
         make_error()
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+FORMER_NAMES = {  # the buffers' names before they were set apart from torch.nn.utils.prune's
+    "bdnn_dsd": {f"weight_bdnn_{what}": f"weight_{what}" for what in ("bound", "exceed_count", "decay_count")}
+    | {"weight_bdnn_previous_magnitude": "weight_previous_magnitude"},
+    "bsp": {"weight_bsp_mask": "weight_mask", "weight_bsp_candidate_count": "candidate_count"},
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "callback"),
+    [("bdnn_dsd", lambda: BoundMask()), ("bsp", lambda: SynapticPruning(**BSP_SIZES))],
+)
+def test_a_checkpoint_with_the_former_buffer_names_loads_into_the_new_ones(method, callback):
+    model = nn.Sequential(linear(FOUR))
+    callback().setup(None, model, "fit")
+    names = FORMER_NAMES[method]
+    former = {f"0.{names.get(key[2:], key[2:])}": value + 1 for key, value in model.state_dict().items()}
+    model.load_state_dict(former)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, former[f"0.{names.get(key[2:], key[2:])}"]), key

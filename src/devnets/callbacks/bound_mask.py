@@ -21,8 +21,10 @@ from devnets.callbacks.weight_histograms import add_histograms, is_due
 from devnets.epoch_logging import log_epoch_metrics
 from devnets.errors import is_whole, require
 from devnets.methods.bdnn_dsd import BDNNDsd
-from devnets.methods.weights import check_layers, select_weights, weight_names
+from devnets.methods.weights import check_layers, load_renamed, select_weights, weight_names
 
+# The buffers' names before they took the "bdnn_" that sets them apart from torch.nn.utils.prune's.
+LEGACY_NAMES = ("bound", "exceed_count", "decay_count", "previous_magnitude", "exceeded")
 # Logged every epoch as bdnn/<name>; Fig. 5 plots the zero counts and their overlap with the previous epoch.
 STATISTICS = (
     "mean_bound", "zero_bounds", "zero_weights", "zero_bound_overlap", "zero_weight_overlap", "clipped",
@@ -57,6 +59,9 @@ class BoundMask(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.bounds.attach(select_weights(pl_module, self.layers))
         self.names = weight_names(pl_module, self.bounds.weights)
+        for module, name in self.bounds.weights:  # checkpoints written before the buffers were renamed
+            renames = {f"{name}_{what}": f"{name}_bdnn_{what}" for what in LEGACY_NAMES}
+            self.bounds.hooks.append(load_renamed(module, name, renames))
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.bounds.unhook()

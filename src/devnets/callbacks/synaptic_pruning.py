@@ -20,7 +20,7 @@ from devnets.callbacks.weight_histograms import add_histograms, is_due
 from devnets.epoch_logging import log_epoch_metrics
 from devnets.errors import is_whole, require
 from devnets.methods.bsp import BSP
-from devnets.methods.weights import check_layers, counting_dtype, select_weights, weight_names
+from devnets.methods.weights import check_layers, counting_dtype, load_renamed, select_weights, weight_names
 
 
 class SynapticPruning(Callback):
@@ -73,6 +73,9 @@ class SynapticPruning(Callback):
         self.model = model
         # metrics.json keys each weight by its module's name (net.0)
         self.names = [name.removesuffix(".weight") for name in weight_names(model, self.pruning.weights)]
+        for module, name in self.pruning.weights:  # checkpoints written before the buffers were renamed
+            renames = {f"{name}_mask": f"{name}_bsp_mask", "candidate_count": f"{name}_bsp_candidate_count"}
+            self.pruning.hooks.append(load_renamed(module, name, renames))
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.pruning.recount()  # the masks a resumed run restored after setup

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from devnets.errors import require
 
@@ -105,6 +106,19 @@ def parameter(module: nn.Module, name: str) -> nn.Parameter:
     return tensor
 
 
+def load_renamed(module: nn.Module, name: str, renames: dict[str, str]) -> RemovableHandle:
+    """Let ``module`` load a state_dict that holds its buffers under older names (``renames``: old to
+    new), unless torch.nn.utils.prune wrote them (``<name>_orig`` is there). Returns the hook's handle."""
+
+    def rename(module: nn.Module, state_dict: dict, prefix: str, *_: Any) -> None:
+        if f"{prefix}{name}_orig" not in state_dict:
+            for old, new in renames.items():
+                if prefix + old in state_dict:
+                    state_dict.setdefault(prefix + new, state_dict.pop(prefix + old))
+
+    return module.register_load_state_dict_pre_hook(rename)
+
+
 def counting_dtype(weight: torch.Tensor) -> torch.dtype:
     """The dtype of a method's counts beside ``weight``: at least float32, whose whole numbers are exact
     to 2^24 (bfloat16's only to 256)."""
@@ -116,7 +130,7 @@ class WeightMethod:
 
     def __init__(self) -> None:
         self.weights: list[Weight] = []
-        self.hooks: list = []
+        self.hooks: list[RemovableHandle] = []  # every hook placed for the method, for unhook()
 
     def attach(self, weights: Iterable[Weight]) -> None:
         """Act on ``weights``, ``(module, name)`` pairs (see :func:`select_weights`)."""
@@ -152,6 +166,7 @@ class WeightMethod:
                 self.hooks.append(optimizer.register_step_post_hook(lambda *_, held=held: self.after_step(held)))
 
     def unhook(self) -> None:
+        """Remove the hooks :meth:`hook` (or an adapter, through ``hooks``) placed."""
         for handle in self.hooks:
             handle.remove()
         self.hooks = []
