@@ -11,16 +11,17 @@ from torch import nn
 
 from devnets.callbacks.bound_mask import BoundMask
 from devnets.errors import InvalidSetting
+from devnets.methods.bdnn_dsd import BDNNDsd
 from devnets.train import build, make_trainer
 
 
 def bounded_layer(initial_weights, **settings):
-    bound_mask = BoundMask(**{"initial_bound": 0.5, "bound_step": 0.25, "count_threshold": 2, **settings})
+    bounds = BDNNDsd(**{"initial_bound": 0.5, "bound_step": 0.25, "count_threshold": 2, **settings})
     layer = nn.Linear(len(initial_weights), 1, bias=False)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([initial_weights]))
-    bound_mask.attach(layer)
-    return bound_mask, layer
+    bounds.attach([(layer, "weight")])
+    return bounds, layer
 
 
 def drive(bound_mask, layer, steps):
@@ -29,12 +30,12 @@ def drive(bound_mask, layer, steps):
     for weights in steps:
         with torch.no_grad():
             layer.weight.copy_(torch.tensor([weights]))
-        bound_mask.step(layer)
+        bound_mask.update()
         states.append(
             (
-                layer.weight_bound[0].tolist(),
-                layer.weight_exceed_count[0].tolist(),
-                layer.weight_decay_count[0].tolist(),
+                layer.weight_bdnn_bound[0].tolist(),
+                layer.weight_bdnn_exceed_count[0].tolist(),
+                layer.weight_bdnn_decay_count[0].tolist(),
                 layer.weight[0].tolist(),
             )
         )
@@ -97,7 +98,7 @@ def test_clip_limits_weights_to_the_bound():
     assert weight == [0.5, -0.5, 0.25, -0.25, 0.5]  # eq. 3.3
     assert bound == [0.5] * 5
     assert int(bound_mask.clipped) == 2
-    assert layer.weight_previous_magnitude[0].tolist() == [0.5, 0.5, 0.25, 0.25, 0.5]  # |w| after the clip
+    assert layer.weight_bdnn_previous_magnitude[0].tolist() == [0.5, 0.5, 0.25, 0.25, 0.5]  # |w| after the clip
 
 
 def test_bound_stops_at_zero_and_zeroes_its_weight():
@@ -114,25 +115,23 @@ def test_bound_brought_to_zero_is_exactly_zero():
     # in float32, 0.3 - 0.1 - 0.1 - 0.1 = 1.5e-8, not 0
     bound_mask, layer = bounded_layer([0.3], initial_bound=0.3, bound_step=0.1, count_threshold=1)
     drive(bound_mask, layer, [[0.25], [0.15], [0.05]])
-    assert layer.weight_bound.item() == 0.0
+    assert layer.weight_bdnn_bound.item() == 0.0
     assert layer.weight.item() == 0.0
 
 
 def test_epoch_cadence_clips_every_step_and_moves_bounds_at_epoch_end():
     bound_mask, layer = bounded_layer([0.25, 0.25], count_threshold=1, cadence="epoch")
-    model = nn.Sequential(layer)
-    bound_mask.setup(None, model, "fit")
     for weights in ([1.0, 0.25], [0.5, 0.125]):
         with torch.no_grad():
             layer.weight.copy_(torch.tensor([weights]))
-        bound_mask.on_train_batch_end(None, model, None, None, 0)
+        bound_mask.after_step(bound_mask.weights)
     assert layer.weight[0].tolist() == [0.5, 0.125]  # clipped at the first step
-    assert layer.weight_bound[0].tolist() == [0.5, 0.5]
-    assert layer.weight_exceeded[0].tolist() == [True, False]
-    bound_mask.step(layer)  # the epoch's end: exceeded during the epoch; decayed since the run's start
-    assert layer.weight_bound[0].tolist() == [0.75, 0.25]
-    assert layer.weight_exceeded[0].tolist() == [False, False]
-    assert layer.weight_previous_magnitude[0].tolist() == [0.5, 0.125]
+    assert layer.weight_bdnn_bound[0].tolist() == [0.5, 0.5]
+    assert layer.weight_bdnn_exceeded[0].tolist() == [True, False]
+    bound_mask.update()  # the epoch's end: exceeded during the epoch; decayed since the run's start
+    assert layer.weight_bdnn_bound[0].tolist() == [0.75, 0.25]
+    assert layer.weight_bdnn_exceeded[0].tolist() == [False, False]
+    assert layer.weight_bdnn_previous_magnitude[0].tolist() == [0.5, 0.125]
 
 
 @pytest.mark.parametrize("layers, expected", [("all", ["0", "2"]), ("hidden", ["0"]), (["2"], ["2"])])
@@ -140,22 +139,22 @@ def test_layers_choose_the_bounded_linears(layers, expected):
     model = nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2))
     bound_mask = BoundMask(layers=layers)
     bound_mask.setup(None, model, "fit")
-    assert list(bound_mask.bounded) == expected
-    assert [name for name, _ in model.named_buffers() if name.endswith("weight_bound")] == [
-        f"{name}.weight_bound" for name in expected
+    assert bound_mask.names == [f"{name}.weight" for name in expected]
+    assert [name for name, _ in model.named_buffers() if name.endswith("weight_bdnn_bound")] == [
+        f"{name}.weight_bdnn_bound" for name in expected
     ]
 
 
 def test_unknown_layer_name_is_refused():
-    with pytest.raises(InvalidSetting, match=r"^layers=\['net.9'\] is not allowed: names of nn.Linear"):
+    with pytest.raises(InvalidSetting, match=r"^layers=\['net.9'\] is not allowed: patterns that each match an nn"):
         BoundMask(layers=["net.9"]).setup(None, nn.Sequential(nn.Linear(4, 3)), "fit")
 
 
 def test_setup_again_keeps_the_state():
     bound_mask, layer = bounded_layer([0.25])
     drive(bound_mask, layer, [[1.0], [1.0]])
-    bound_mask.setup(None, nn.Sequential(layer), "validate")
-    assert layer.weight_bound.tolist() == [[0.75]]
+    BoundMask().setup(None, nn.Sequential(layer), "validate")
+    assert layer.weight_bdnn_bound.tolist() == [[0.75]]
 
 
 @pytest.mark.parametrize(
@@ -216,7 +215,9 @@ def test_resumed_run_continues_as_an_uninterrupted_one(make_config, tmp_path):
     _, resumed_model, resumed_mask = fit(make_config, tmp_path / "parts", epochs=4, resume=True)
 
     state, resumed_state = model.state_dict(), resumed_model.state_dict()
-    assert {"net.0.weight_bound", "net.0.weight_decay_count", "net.3.weight_previous_magnitude"} <= set(state)
+    assert {"net.0.weight_bdnn_bound", "net.0.weight_bdnn_decay_count", "net.3.weight_bdnn_previous_magnitude"} <= set(
+        state
+    )
     assert state.keys() == resumed_state.keys()
     for name, tensor in state.items():
         assert torch.equal(tensor, resumed_state[name]), name
@@ -227,5 +228,5 @@ def test_resumed_run_continues_as_an_uninterrupted_one(make_config, tmp_path):
     assert stats["zero_bound_overlap"] <= stats["zero_bounds"]
     assert len(stats["per_epoch"]["zero_bounds"]) == 4
     assert trainer.callback_metrics["bdnn/zero_bounds"] == stats["zero_bounds"]
-    weight, bound = model.net[0].weight, model.net[0].weight_bound
+    weight, bound = model.net[0].weight, model.net[0].weight_bdnn_bound
     assert bool((weight.abs() <= bound).all())

@@ -1,4 +1,5 @@
-"""BSP (devnets.callbacks.synaptic_pruning): eqs. (1)-(2) by hand, Algorithm 1 on hand-made |w|, and runs."""
+"""BSP (devnets.methods.bsp, and its callback devnets.callbacks.synaptic_pruning): eqs. (1)-(2) by hand,
+Algorithm 1 on hand-made |w|, and runs."""
 
 import math
 
@@ -6,15 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from devnets.callbacks.synaptic_pruning import (
-    SynapticPruning,
-    count_and_prune,
-    count_threshold,
-    pruning_rate,
-    remaining_magnitude,
-    smallest,
-)
+from devnets.callbacks.synaptic_pruning import SynapticPruning
 from devnets.errors import InvalidSetting
+from devnets.methods.bsp import count_and_prune, count_threshold, pruning_rate, remaining_magnitude, smallest
 from devnets.train import build, make_trainer
 
 ALPHA, BETA, MU, A, B = 0.048, 50, 146, 1244, 60_000
@@ -95,7 +90,7 @@ def linear_model(in_features=2, hidden=2, out_features=None) -> nn.Sequential:
 def test_an_iteration_selects_floor_ns_pr_and_recomputes_p_c_as_n_p_grows():
     """N = 4, N_neu = 2, β·N_sam/B = 1: p_r = α·ln 2 = 0.6 and p_c = 2^(4/(4−N_p)) with A = N_neu, μ = 0."""
     model = linear_model()
-    callback = SynapticPruning(alpha=0.6 / math.log(2), mu=0, threshold_scale=2)
+    callback = SynapticPruning(alpha=0.6 / math.log(2), mu=0, threshold_scale=2, n_neurons=2)
     callback.attach(model, n_samples=1200)
     weight = model[0].weight
     with torch.no_grad():
@@ -112,37 +107,40 @@ def test_an_iteration_selects_floor_ns_pr_and_recomputes_p_c_as_n_p_grows():
         ([[0, 0], [0, 0]], [[0, 0], [0, 1]], 16),  # N_c = floor(1·0.6) = 0 < 1: no candidate, ever
     ]
     for step, (counts, masks, threshold) in enumerate(expected, start=1):
-        callback.prune_iteration()
-        assert model[0].candidate_count.tolist() == counts, f"iteration {step}"
-        assert model[0].weight_mask.tolist() == masks, f"iteration {step}"
-        assert callback.threshold == pytest.approx(threshold), f"iteration {step}"
+        callback.pruning.iterate()
+        assert model[0].weight_bsp_candidate_count.tolist() == counts, f"iteration {step}"
+        assert model[0].weight_bsp_mask.tolist() == masks, f"iteration {step}"
+        assert callback.pruning.threshold == pytest.approx(threshold), f"iteration {step}"
     assert weight.tolist() == [[0, 0], [0, 0.4000000059604645]]
-    assert callback.n_pruned == 3
+    assert callback.pruning.n_pruned == 3
     summary = callback.summary()
     assert (summary["compression"], summary["pruned"], summary["pruned_fraction"]) == (0.75, 3, {"0": 0.75})
 
 
 def test_per_layer_candidates_and_hidden_only():
     model = linear_model(4, 3, 2)
-    per_layer = SynapticPruning(alpha=0.55 / math.log(3), mu=0, threshold_scale=1e6, candidates="per_layer")
+    per_layer = SynapticPruning(
+        alpha=0.55 / math.log(3), mu=0, threshold_scale=1e6, candidates="per_layer", n_neurons=3
+    )
     per_layer.attach(model, n_samples=1200)  # p_r = 0.55: floor(12·0.55) = 6 and floor(6·0.55) = 3 candidates
-    per_layer.prune_iteration()
-    assert model[0].candidate_count.sum().item() == 6 and model[1].candidate_count.sum().item() == 3
-    hidden_only = SynapticPruning(alpha=0.5 / math.log(3), layers="hidden")
+    per_layer.pruning.iterate()
+    count_0, count_1 = model[0].weight_bsp_candidate_count, model[1].weight_bsp_candidate_count
+    assert count_0.sum().item() == 6 and count_1.sum().item() == 3
+    hidden_only = SynapticPruning(alpha=0.5 / math.log(3), layers="hidden", n_neurons=3)
     model = linear_model(4, 3, 2)
     hidden_only.attach(model, n_samples=1200)
-    assert hasattr(model[0], "weight_mask") and not hasattr(model[1], "weight_mask")
-    assert hidden_only.n_synapses == 12
+    assert hasattr(model[0], "weight_bsp_mask") and not hasattr(model[1], "weight_bsp_mask")
+    assert hidden_only.pruning.n_synapses == 12
 
 
 def test_attaching_twice_keeps_the_masks():
     model = linear_model()
-    callback = SynapticPruning(alpha=0.6 / math.log(2), mu=0, threshold_scale=2)
+    callback = SynapticPruning(alpha=0.6 / math.log(2), mu=0, threshold_scale=2, n_neurons=2)
     callback.attach(model, n_samples=1200)
     for _ in range(3):
-        callback.prune_iteration()
+        callback.pruning.iterate()
     callback.attach(model, n_samples=1200)
-    assert callback.n_pruned == 2 and model[0].weight_mask.sum().item() == 2
+    assert callback.pruning.n_pruned == 2 and model[0].weight_bsp_mask.sum().item() == 2
 
 
 @pytest.mark.parametrize(
@@ -157,7 +155,7 @@ def test_attaching_twice_keeps_the_masks():
 def test_pruned_weights_stay_exactly_zero_under_any_optimizer_state(make_optimizer):
     torch.manual_seed(0)
     model = linear_model(8, 6, 3)
-    callback = SynapticPruning(alpha=0.3 / math.log(6), mu=0, threshold_scale=0.3)
+    callback = SynapticPruning(alpha=0.3 / math.log(6), mu=0, threshold_scale=0.3, n_neurons=6)
     callback.attach(model, n_samples=1200)  # p_r = 0.3, p_c starts at 2^1·0.3/6 = 0.1: one candidacy prunes
     optimizer = make_optimizer(model.parameters())
     x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
@@ -166,13 +164,13 @@ def test_pruned_weights_stay_exactly_zero_under_any_optimizer_state(make_optimiz
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
         if step < 5:
-            callback.prune_iteration()
+            callback.pruning.iterate()
         else:  # then only eq. (4), while the optimizers' state still pushes the pruned weights
-            callback.apply_masks()
+            callback.pruning.apply_masks()
         for layer in model:
-            assert torch.all(layer.weight[layer.weight_mask == 0] == 0)
-    assert callback.n_pruned > 0
-    assert callback.compression() == callback.n_pruned / 66
+            assert torch.all(layer.weight[layer.weight_bsp_mask == 0] == 0)
+    assert callback.pruning.n_pruned > 0
+    assert callback.compression() == callback.pruning.n_pruned / 66
 
 
 def test_a_two_epoch_run_with_method_bsp(run, tmp_path):
@@ -192,7 +190,7 @@ def test_a_pruning_run_keeps_pruned_weights_zero_with_momentum_and_l2(run, tmp_p
     state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)["state_dict"]
     zeros = 0
     for layer in ("net.0", "net.3"):
-        weight, mask = state[f"{layer}.weight"], state[f"{layer}.weight_mask"]
+        weight, mask = state[f"{layer}.weight"], state[f"{layer}.weight_bsp_mask"]
         assert torch.all(weight[mask == 0] == 0)
         assert stats["pruned_fraction"][layer] == pytest.approx(1 - mask.mean().item())
         zeros += int((weight == 0).sum())
@@ -216,7 +214,7 @@ def test_a_resumed_run_is_identical(make_config, tmp_path):
     assert straight.state_dict().keys() == resumed.state_dict().keys()
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
-    assert "net.0.weight_mask" in straight.state_dict() and straight_pruning.n_pruned > 0
+    assert "net.0.weight_bsp_mask" in straight.state_dict() and straight_pruning.pruning.n_pruned > 0
     assert resumed_pruning.summary() == straight_pruning.summary()
     assert resumed.history == straight.history
 

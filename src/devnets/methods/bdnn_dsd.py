@@ -1,0 +1,162 @@
+"""BDNN-dsd's bound mask on tensors (Zhao, Zeng & Bai 2021, section 3): every weight is held in
+[-M, M] (eq. 3.3), and each bound M grows or shrinks by R_d once its weight has exceeded it, or
+decayed, T_num times (Algorithm 1).
+
+The state sits beside each bounded weight as buffers of its module: ``weight_bdnn_bound`` (M),
+``weight_bdnn_exceed_count`` (Num+), ``weight_bdnn_decay_count`` (Num-),
+``weight_bdnn_previous_magnitude`` (|w(t-1)|: the weight after the previous clip) and, with
+``cadence="epoch"``, ``weight_bdnn_exceeded`` (1.0 where the weight left its bound since the last
+time step). Bounds and magnitudes have the weight's dtype; the counts, whole numbers, are floats of at
+least float32. Conditions are float masks (1.0 where they hold): on the CPU, PyTorch's float kernels
+run several times faster than its bool ones.
+
+In a plain PyTorch loop::
+
+    bounds = BDNNDsd(initial_bound=0.45, bound_step=0.06, count_threshold=10)
+    bounds.attach(select_weights(model))
+    bounds.hook(optimizer)  # one time step t after every optimizer.step()
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from devnets.errors import is_number, is_whole, require
+from devnets.methods.weights import Weight, WeightMethod, counting_dtype, parameter
+
+COUNTINGS = ("cumulative", "consecutive")
+CADENCES = ("batch", "epoch")
+# Float sums of ±R_d can leave ~1e-8 where the exact bound is 0 (0.3 - 3 × 0.1 in float32): a bound
+# within this fraction of R_d of 0 is 0.
+ROUNDING = 1e-3
+
+
+class BDNNDsd(WeightMethod):
+    """Algorithm 1 of BDNN-dsd on the weights it is attached to.
+
+    Args:
+        initial_bound: R_i, where every bound M starts.
+        bound_step: R_d, how far a bound moves at a time.
+        count_threshold: T_num, the count of exceedances (decays) that grows (shrinks) a bound.
+        counting: ``cumulative`` (Algorithm 1: a count only resets when its bound moves) or
+            ``consecutive`` (the text: a step without the event also resets it).
+        reset_after_update: reset a count when its bound moves (Algorithm 1) or keep it (step 2).
+        cadence: ``batch`` (Algorithm 1: t counts optimiser steps) or ``epoch`` (t counts epochs:
+            call :meth:`update` after each; the weights are still clipped after every step).
+    """
+
+    def __init__(
+        self,
+        initial_bound: float = 0.45,
+        bound_step: float = 0.06,
+        count_threshold: int = 10,
+        counting: str = "cumulative",
+        reset_after_update: bool = True,
+        cadence: str = "batch",
+    ):
+        super().__init__()
+        require(
+            is_number(initial_bound) and initial_bound > 0, "initial_bound", initial_bound, "a number > 0"
+        )
+        require(is_number(bound_step) and bound_step >= 0, "bound_step", bound_step, "a number ≥ 0")
+        require(
+            is_whole(count_threshold, minimum=1),
+            "count_threshold", count_threshold, "an integer ≥ 1",
+        )
+        require(counting in COUNTINGS, "counting", counting, f"one of {list(COUNTINGS)}")
+        require(
+            isinstance(reset_after_update, bool), "reset_after_update", reset_after_update, "true or false"
+        )
+        require(cadence in CADENCES, "cadence", cadence, f"one of {list(CADENCES)}")
+        self.initial_bound, self.bound_step, self.count_threshold = initial_bound, bound_step, count_threshold
+        self.counting, self.reset_after_update, self.cadence = counting, reset_after_update, cadence
+        # Weights clipped since this was last set to 0 (a float64 tensor once a clip has counted).
+        self.clipped: torch.Tensor | int = 0
+
+    @torch.no_grad()
+    def attach(self, weights: list[Weight]) -> None:
+        """Algorithm 1's "Given": M = R_i, Num+ = Num- = 0; kept where a module already has them."""
+        super().attach(weights)
+        for module, name in self.weights:
+            weight = parameter(module, name)
+            counts = torch.zeros_like(weight, dtype=counting_dtype(weight))
+            self.register(module, name, "bdnn_bound", torch.full_like(weight, self.initial_bound))
+            self.register(module, name, "bdnn_exceed_count", counts.clone())
+            self.register(module, name, "bdnn_decay_count", counts.clone())
+            self.register(module, name, "bdnn_previous_magnitude", weight.abs())
+            if self.cadence == "epoch":
+                self.register(module, name, "bdnn_exceeded", counts.clone())
+
+    def bounds(self) -> list[torch.Tensor]:
+        return [self.state(module, name, "bdnn_bound") for module, name in self.weights]
+
+    def after_step(self, weights: list[Weight]) -> None:
+        """After an optimiser step: a time step t (cadence ``batch``), or the clip alone (``epoch``)."""
+        if self.cadence == "batch":
+            self.update(weights)
+        else:
+            self.clip(weights)
+
+    def count(self, counter: torch.Tensor, happened: torch.Tensor) -> None:
+        """Num = Num + 1 where the event happened; consecutive counting also sets Num = 0 where it did not."""
+        if self.counting == "consecutive":
+            torch.addcmul(happened, counter, happened, out=counter)  # Num = (Num + 1)·happened
+        else:
+            counter.add_(happened)
+
+    def move(self, bound: torch.Tensor, counter: torch.Tensor, reached: torch.Tensor, by: float) -> None:
+        """M = M + by where the count reached T_num, and (Algorithm 1) Num = 0 there."""
+        bound.add_(reached, alpha=by)
+        if self.reset_after_update:
+            counter.addcmul_(counter, reached, value=-1)
+
+    def limit(self, weight, bound, magnitude, outside, clipped_magnitude) -> torch.Tensor:
+        """Eq. 3.3: w = M where w > M, -M where w < -M, written as w = sign(w)·min(|w|, M), which also
+        leaves |w| after the clip in ``clipped_magnitude``. ``magnitude`` is |w| before the clip.
+        Returns ``outside``, set to 1.0 where w was outside [-M, M]."""
+        self.clipped += torch.gt(magnitude, bound, out=outside).sum(dtype=torch.float64)
+        torch.copysign(torch.minimum(magnitude, bound, out=clipped_magnitude), weight, out=weight)
+        return outside
+
+    @torch.no_grad()
+    def clip(self, weights: list[Weight] | None = None) -> None:
+        """Eq. 3.3 alone, noting in ``weight_bdnn_exceeded`` which weights left their bound (cadence ``epoch``)."""
+        for module, name in self.weights if weights is None else weights:
+            weight, bound = parameter(module, name), self.state(module, name, "bdnn_bound")
+            exceeded = self.state(module, name, "bdnn_exceeded")
+            magnitude = weight.abs()
+            outside = self.limit(weight, bound, magnitude, torch.empty_like(exceeded), magnitude)
+            torch.maximum(exceeded, outside, out=exceeded)
+
+    @torch.no_grad()
+    def update(self, weights: list[Weight] | None = None) -> None:
+        """One time step t of Algorithm 1, after backpropagation (eq. 3.2), on each weight."""
+        for module, name in self.weights if weights is None else weights:
+            self.update_weight(module, name)
+
+    def update_weight(self, module: nn.Module, name: str) -> None:
+        weight, bound = parameter(module, name), self.state(module, name, "bdnn_bound")
+        previous = self.state(module, name, "bdnn_previous_magnitude")
+        exceed_count = self.state(module, name, "bdnn_exceed_count")
+        decay_count = self.state(module, name, "bdnn_decay_count")
+        magnitude = weight.abs()
+        condition = torch.empty_like(exceed_count)
+        # if w > M or w < -M then Num+ = Num+ + 1 (with cadence epoch: at any step since the last t)
+        exceeded = torch.gt(magnitude, bound, out=condition)
+        if self.cadence == "epoch":
+            seen = self.state(module, name, "bdnn_exceeded")
+            torch.maximum(exceeded, seen, out=exceeded)
+            seen.zero_()
+        self.count(exceed_count, exceeded)
+        # if |w(t)| < |w(t-1)| then Num- = Num- + 1
+        self.count(decay_count, torch.lt(magnitude, previous, out=condition))
+        # if Num+ ≥ T_num then M = M + R_d; Num+ = 0
+        self.move(bound, exceed_count, torch.ge(exceed_count, self.count_threshold, out=condition), self.bound_step)
+        # if Num- ≥ T_num then M = M - R_d; Num- = 0
+        self.move(bound, decay_count, torch.ge(decay_count, self.count_threshold, out=condition), -self.bound_step)
+        # -M ≤ w ≤ M is empty for M < 0: M stops at 0
+        F.threshold(bound, ROUNDING * self.bound_step, 0.0, inplace=True)
+        # limit the weight to the bound mask (eq. 3.3); |w| after clipping is the next step's |w(t-1)|
+        self.limit(weight, bound, magnitude, condition, clipped_magnitude=previous)
