@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from lightning.pytorch import Callback
 from omegaconf import DictConfig, open_dict
 from torchvision import datasets
 
+import devnets.train
 from devnets.train import CONF_DIR, train
 
 N_TRAIN, N_TEST = 300, 100
@@ -129,3 +131,33 @@ def run(make_config):
         return train(make_config(*overrides, run_dir=run_dir))
 
     return run_training
+
+
+class Crash(Exception):
+    pass
+
+
+class StopAtEpoch(Callback):
+    """Raises ``error`` when epoch ``epoch`` (0-based) is about to start, as a kill would."""
+
+    def __init__(self, epoch: int, error: type[BaseException]):
+        self.epoch, self.error = epoch, error
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise self.error()
+
+
+@pytest.fixture
+def stop_at(monkeypatch):
+    """Make the next runs stop when ``epoch`` starts; returns a function that lifts it."""
+    build = devnets.train.make_trainer
+
+    def arm(epoch: int, error: type[BaseException] = Crash):
+        def make_trainer(cfg, run_dir, callbacks):
+            return build(cfg, run_dir, [*callbacks, StopAtEpoch(epoch, error)])
+
+        monkeypatch.setattr(devnets.train, "make_trainer", make_trainer)
+        return lambda: monkeypatch.setattr(devnets.train, "make_trainer", build)
+
+    return arm

@@ -46,6 +46,8 @@ BAD_SETTINGS = [
     (["data=cifar10", "model.input_dim=784"], "model.input_dim=784 is not allowed: 3072, the cifar10 data's"),
     (["trainer.devices=5"], "trainer.devices=5 is not allowed: 1 (a run trains in one process"),
     (["data.download=maybe"], "data.download='maybe' is not allowed: true or false"),
+    (["method=bsp", "method.layers=[bogus]"], "method.layers=['bogus'] is not allowed: patterns that each match"),
+    (["method=bdnn_dsd", "method.layers=[net.9]"], "method.layers=['net.9'] is not allowed: patterns that each"),
 ]
 
 

@@ -36,7 +36,7 @@ def test_tensorboard_has_curves_histograms_and_hparams(run, tmp_path):
     assert [e.step for e in events.Histograms("weights/net.0.weight")] == [2, 3]
     start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
-    assert {"data/name", "data/n_train", "model/hidden", "method/name", "seed"} <= set(hparams)
+    assert set(hparams) == {"dataset", "n_train", "hidden", "model", "method", "seed", "max_epochs", "p", "l2"}
     assert [e.value for e in events.Scalars("hp/final_test_acc")] == [pytest.approx(metrics["final_test_acc"])]
 
 

@@ -38,11 +38,18 @@ from devnets.callbacks.run_identity import RunIdentity, checkpoint_identity
 from devnets.callbacks.weight_histograms import WeightHistograms
 from devnets.data import DATASETS, PROJECT_ROOT, DataCorrupt, DataNotFound
 from devnets.errors import InvalidSetting, is_whole, require
+from devnets.methods.weights import select_weights
 from devnets.results import CorruptMetrics, read_metrics, write_metrics
 
 log = logging.getLogger("devnets")
-# last.ckpt shares the run's folder with metrics.json and the logs on purpose.
+# Console lines that are not for devnets' users: last.ckpt shares the run's folder with metrics.json on
+# purpose; devnets runs each job in one process, not under srun; Lightning's own deprecation and advert.
 warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+warnings.filterwarnings("ignore", "The `srun` command is available on your system but is not used")
+warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡 Tip")
+)
 
 CONF_DIR = PROJECT_ROOT / "conf"
 CHECKPOINT = "last.ckpt"
@@ -169,7 +176,16 @@ def build(cfg: DictConfig):
     data = instantiate_node(cfg, "data")
     L.seed_everything(cfg.seed, verbose=False)
     model = instantiate_node(cfg, "model")
-    callbacks = [instantiate_node(cfg, f"method.callbacks.{name}") for name in cfg.method.callbacks]
+    callbacks = []
+    for name in cfg.method.callbacks:
+        node = f"method.callbacks.{name}"
+        callback = instantiate_node(cfg, node)
+        if hasattr(callback, "layers"):  # the weights a method selects exist in the model
+            try:
+                select_weights(model, callback.layers)
+            except InvalidSetting as error:
+                raise error.renamed(user_key(cfg, node, error.key)) from None
+        callbacks.append(callback)
     return data, model, callbacks
 
 
@@ -339,11 +355,24 @@ def results(model, method_callbacks: list) -> dict[str, Any]:
     }
 
 
+def hparams(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The HPARAMS tab's columns: what tells runs apart, flat, with the method's own keys by name."""
+    method = metrics["config"]["method"]
+    columns = {key: metrics[key] for key in ("dataset", "n_train", "hidden", "method", "seed", "max_epochs")}
+    columns["model"] = metrics["config"]["model"]["_target_"].rsplit(".", 1)[-1]
+    for key, value in method.items():
+        if key not in ("name", "callbacks"):
+            columns[key] = value if isinstance(value, int | float | str | bool) else str(value)
+    return columns
+
+
 def log_hparams(trainer: L.Trainer, metrics: dict[str, Any]) -> None:
-    """The HPARAMS tab: the run's settings beside its final and best test accuracy."""
-    scores = {"hp/final_test_acc": metrics["final_test_acc"], "hp/best_test_acc": metrics["best_test_acc"]}
+    """The HPARAMS tab: the run's settings beside its final and best test accuracy, and compression."""
+    scores = {f"hp/{key}": metrics[key] for key in ("final_test_acc", "best_test_acc", "best_epoch")}
+    if "compression" in metrics["method_stats"]:
+        scores["hp/compression"] = metrics["method_stats"]["compression"]
     for logger in trainer.loggers:
-        logger.log_hyperparams(metrics["config"], scores)
+        logger.log_hyperparams(hparams(metrics), scores)
 
 
 def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException) -> None:

@@ -6,13 +6,19 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+# TensorBoard's histogram bins end at ±1e20; a tensor with no value inside them has no histogram.
+TENSORBOARD_RANGE = 1e20
+
 
 def add_histograms(trainer: Trainer, tensors: dict[str, torch.Tensor]) -> None:
     """Write ``tensors`` as histograms at the current step to every TensorBoard logger of ``trainer``."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             for name, values in tensors.items():
-                logger.experiment.add_histogram(name, values.detach().cpu(), trainer.current_epoch + 1)
+                values = values.detach().cpu()
+                values = values[values.abs() < TENSORBOARD_RANGE]  # a diverged run's NaN or huge weights
+                if values.numel():
+                    logger.experiment.add_histogram(name, values, trainer.current_epoch + 1)
 
 
 def is_due(trainer: Trainer, every_n_epochs: int) -> bool:

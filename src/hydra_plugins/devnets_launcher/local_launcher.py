@@ -84,7 +84,7 @@ class LocalLauncher(JoblibLauncher):
         lines = [f"{len(unfinished)} of {len(jobs)} jobs did not finish:"]
         for job in unfinished:
             own = " ".join(override for override in job.overrides if override not in shared)
-            where = job.hydra_cfg.runtime.output_dir if job.hydra_cfg is not None else "no run folder"
+            where = job.hydra_cfg.hydra.runtime.output_dir if job.hydra_cfg is not None else "no run folder"
             reason = f" ({job._return_value})" if job.status == JobStatus.FAILED else ""
             lines.append(f"  {own}: {where}{reason}")
         raise SystemExit("\n".join(lines))
