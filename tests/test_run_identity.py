@@ -1,6 +1,7 @@
 """A run's folder, checkpoint and record belong to that run only (issue 14): names, identity, locks, cache."""
 
 import gzip
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,3 +135,14 @@ def test_an_interrupted_metrics_write_leaves_no_partial_file(tmp_path, monkeypat
     with pytest.raises(OSError):
         results.write_metrics(tmp_path, {"status": "running"})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_under_slurm_a_run_never_resumes_from_an_hpc_checkpoint_outside_its_folder(run, tmp_path, monkeypatch):
+    other = run("seed=1", "trainer.max_epochs=3", run_dir=tmp_path / "other")
+    fresh = run("trainer.max_epochs=2", run_dir=tmp_path / "fresh")
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train"}.items():
+        monkeypatch.setenv(name, value)
+    shutil.copy(tmp_path / "other" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt")  # Lightning's own requeue file
+    metrics = run("trainer.max_epochs=2")
+    assert metrics["test_acc"] == fresh["test_acc"] != other["test_acc"][:2]

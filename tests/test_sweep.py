@@ -42,6 +42,10 @@ def test_slurm_launcher_composes():
     cfg = hydra_config("experiment=grid_full", "hydra/launcher=slurm", "hydra.launcher.partition=cpu")
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.partition == "cpu" and cfg.hydra.launcher.timeout_min == 240
+    assert cfg.hydra.launcher.max_num_timeout == 3  # a time-out is requeued, not recorded as failed
+    assert cfg.hydra.launcher.cpus_per_task == cfg.threads == 1
+    wider = hydra_config("experiment=grid_full", "hydra/launcher=slurm", "threads=4")
+    assert wider.hydra.launcher.cpus_per_task == 4
 
 
 @pytest.mark.parametrize("hidden, n_train, p", [(10, 1200, 0.0), (100, 1200, 0.4), (500, 1200, 0.6),
@@ -73,7 +77,7 @@ def test_joblib_sweep_runs_skips_finished_jobs_and_lists_failures(data_root, tmp
     finished_at = (done / "metrics.json").stat().st_mtime_ns
 
     again = sweep(data_root, tmp_path)
-    assert f"{done} already holds a complete run; nothing to do" in again.stderr + again.stdout
+    assert f"{done} holds a complete run; not launched" in again.stderr + again.stdout
     assert (done / "metrics.json").stat().st_mtime_ns == finished_at
 
 

@@ -30,6 +30,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.environments import LightningEnvironment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
@@ -120,7 +121,7 @@ def identity(settings: dict[str, Any]) -> dict[str, Any]:
 
 def run_settings(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config minus what does not change the computation: a run's identity."""
-    top_level = {key for key in NOT_SETTINGS if "." not in key}
+    top_level = {key for key in NOT_SETTINGS if "." not in key} | {"hydra"}  # a launcher's config has hydra
     resolved = {}
     for key in cfg:
         if key not in top_level:
@@ -278,6 +279,19 @@ def is_finished(run_dir: Path, previous: dict[str, Any] | None, max_epochs: int)
     return previous["status"] == "diverged" or done == max_epochs
 
 
+def finished_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The metrics.json of the finished run ``cfg`` describes, if ``run_dir`` holds one, else None.
+
+    For a launcher that leaves finished jobs unlaunched; anything amiss (bad settings, another run's
+    record) is None, for the job itself to report when it runs.
+    """
+    try:
+        previous = previous_run(run_dir, run_settings(cfg))
+        return previous if is_finished(run_dir, previous, cfg.trainer.max_epochs) else None
+    except Exception:  # the job reports it
+        return None
+
+
 def make_trainer(cfg: DictConfig, run_dir: Path, run_callbacks: list) -> L.Trainer:
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     checkpoint = ModelCheckpoint(
@@ -290,7 +304,12 @@ def make_trainer(cfg: DictConfig, run_dir: Path, run_callbacks: list) -> L.Train
     callbacks = [*run_callbacks, WeightHistograms(cfg.histogram_every_n_epochs), checkpoint]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(EpochProgressBar())
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    # The run resumes from its own folder only: Lightning's SLURM requeue (SIGUSR1 -> hpc_ckpt_*.ckpt, restored
+    # from default_root_dir when a run has no checkpoint) is off, submitit requeues; LightningEnvironment keeps
+    # Lightning from taking a SLURM job for a multi-process launch.
+    plugins = [AtomicCheckpointIO(), LightningEnvironment()]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins,
+                       default_root_dir=run_dir)
 
 
 def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -398,6 +417,8 @@ USER_ERRORS = (InvalidSetting, DataNotFound, DataCorrupt, RunConflict)
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and cfg.threads is None:  # jobs run side by side: one torch thread each, never oversubscribed
+        cfg.threads = 1
     try:
         return train(cfg)["final_test_acc"]
     except RunInterrupted as error:
