@@ -16,26 +16,27 @@ def loaded(**kwargs) -> ImageClassificationData:
     return data
 
 
-@pytest.mark.parametrize("name, inputs", [("mnist", 784), ("fashion_mnist", 784), ("cifar10", 3072)])
-def test_pixels_are_scaled_and_flattened(data_root, name, inputs):
+@pytest.mark.parametrize(
+    "name, shape", [("mnist", (1, 28, 28)), ("fashion_mnist", (1, 28, 28)), ("cifar10", (3, 32, 32))]
+)
+def test_pixels_are_scaled_and_kept_image_shaped(data_root, name, shape):
     data = loaded(name=name, root=str(data_root), n_train=N_TRAIN)
-    assert data.train_x.shape == (N_TRAIN, inputs) and data.test_x.shape == (N_TEST, inputs)
+    assert data.train_x.shape == (N_TRAIN, *shape) and data.test_x.shape == (N_TEST, *shape)
     assert data.train_x.dtype == torch.float32 and data.train_y.dtype == torch.int64
     assert 0.0 <= data.train_x.min() and data.train_x.max() <= 1.0
-    assert data.input_dim == inputs
 
 
 def test_mnist_pixels_match_the_file_exactly(data_root):
     images, labels = synthetic_images(N_TEST, (28, 28), seed=1)  # the fixture's MNIST test split
     data = loaded(name="mnist", root=str(data_root), n_train=10)
-    assert torch.equal(data.test_x, torch.from_numpy(images).reshape(N_TEST, -1).float() / 255)
+    assert torch.equal(data.test_x, torch.from_numpy(images).reshape(N_TEST, 1, 28, 28).float() / 255)
     assert torch.equal(data.test_y, torch.from_numpy(labels).long())
 
 
-def test_cifar_is_flattened_channel_major(data_root):
+def test_cifar_is_channel_major(data_root):
     images, _ = synthetic_images(N_TEST, (32, 32, 3), seed=200)  # the fixture's CIFAR test batch
     data = loaded(name="cifar10", root=str(data_root), n_train=10)
-    expected = torch.from_numpy(images).permute(0, 3, 1, 2).reshape(N_TEST, -1).float() / 255
+    expected = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     assert torch.equal(data.test_x, expected)
 
 
@@ -56,9 +57,9 @@ def test_balanced_subset_has_equal_classes():
 
 def test_validation_split_is_disjoint_from_training(data_root):
     data = loaded(name="mnist", root=str(data_root), n_train=100, val_size=50)
-    train_rows = {tuple(row.tolist()) for row in data.train_x}
+    train_rows = {tuple(row.tolist()) for row in data.train_x.flatten(1)}
     assert len(data.val_x) == 50
-    assert not any(tuple(row.tolist()) in train_rows for row in data.val_x)
+    assert not any(tuple(row.tolist()) in train_rows for row in data.val_x.flatten(1))
 
 
 def test_batches_cover_each_epoch_once_in_an_order_set_by_seed_and_epoch():
@@ -78,7 +79,7 @@ def test_flat_gz_folder_like_debians_is_unpacked(tmp_path):
     root = locate("fashion_mnist", tmp_path / "share")
     assert (root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
     data = loaded(name="fashion_mnist", root=str(tmp_path / "share"), n_train=N_TRAIN)
-    assert data.train_x.shape == (N_TRAIN, 784)
+    assert data.train_x.shape == (N_TRAIN, 1, 28, 28)
 
 
 def test_missing_data_names_the_searched_paths(tmp_path):

@@ -10,7 +10,7 @@ from torch import nn
 from devnets.callbacks.synaptic_pruning import SynapticPruning
 from devnets.errors import InvalidSetting
 from devnets.methods.bsp import count_and_prune, count_threshold, pruning_rate, remaining_magnitude, smallest
-from devnets.train import build, make_trainer
+from devnets.train import build, make_trainer, run_record
 
 ALPHA, BETA, MU, A, B = 0.048, 50, 146, 1244, 60_000
 MLP_SYNAPSES = {10: 784 * 10 + 10 * 10, 100: 784 * 100 + 100 * 10, 500: 784 * 500 + 500 * 10}
@@ -207,16 +207,16 @@ def test_a_resumed_run_is_identical(make_config, tmp_path):
         trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
         return trainer, model, callbacks[0]
 
-    _, straight, straight_pruning = fit(4, tmp_path / "straight")
+    straight_trainer, straight, straight_pruning = fit(4, tmp_path / "straight")
     first_half, _, _ = fit(2, tmp_path / "resumed")
     first_half.save_checkpoint(tmp_path / "half.ckpt")
-    _, resumed, resumed_pruning = fit(4, tmp_path / "resumed", ckpt_path=tmp_path / "half.ckpt")
+    resumed_trainer, resumed, resumed_pruning = fit(4, tmp_path / "resumed", ckpt_path=tmp_path / "half.ckpt")
     assert straight.state_dict().keys() == resumed.state_dict().keys()
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
     assert "net.0.weight_bsp_mask" in straight.state_dict() and straight_pruning.pruning.n_pruned > 0
     assert resumed_pruning.summary() == straight_pruning.summary()
-    assert resumed.history == straight.history
+    assert run_record(resumed_trainer).history == run_record(straight_trainer).history
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """MNIST, Fashion-MNIST and CIFAR-10 as in-memory tensors, prepared as both papers do.
 
 torchvision reads the files; this module only finds them (offline first), scales pixels to [0, 1],
-flattens each image (784 inputs, 3072 for CIFAR-10 in RGB, channel-major) and serves batches sliced
+keeps each image shaped (channels, height, width: 1×28×28, 3×32×32 for CIFAR-10 in RGB; a model that
+wants a vector flattens it, channel-major) and serves batches sliced
 from a per-epoch permutation. Everything stays on the training device: a per-sample ``DataLoader``
 would spend most of an epoch collating 600-sample batches.
 """
@@ -30,9 +31,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 class DatasetInfo:
     torchvision_class: type
     train_size: int
-    input_dim: int
+    shape: tuple[int, int, int]  # (channels, height, width)
     num_classes: int
     debian_folder: str | None = None  # a Debian package's flat folder of gz IDX files
+
+    @property
+    def input_dim(self) -> int:
+        """The length of a flattened image."""
+        channels, height, width = self.shape
+        return channels * height * width
 
     @property
     def folder(self) -> str:
@@ -43,9 +50,9 @@ class DatasetInfo:
 
 
 DATASETS = {
-    "mnist": DatasetInfo(datasets.MNIST, 60_000, 784, 10),
-    "fashion_mnist": DatasetInfo(datasets.FashionMNIST, 60_000, 784, 10, debian_folder="fashion-mnist"),
-    "cifar10": DatasetInfo(datasets.CIFAR10, 50_000, 3072, 10),
+    "mnist": DatasetInfo(datasets.MNIST, 60_000, (1, 28, 28), 10),
+    "fashion_mnist": DatasetInfo(datasets.FashionMNIST, 60_000, (1, 28, 28), 10, debian_folder="fashion-mnist"),
+    "cifar10": DatasetInfo(datasets.CIFAR10, 50_000, (3, 32, 32), 10),
 }
 SUBSETS = ("random", "balanced")
 
@@ -114,7 +121,7 @@ def _files_of(info: DatasetInfo, root: Path) -> list[Path]:
 
 
 def _read(info: DatasetInfo, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split as (float32 pixels in [0, 1], flattened; int64 labels)."""
+    """One split as (float32 pixels in [0, 1], shaped (N, channels, height, width); int64 labels)."""
     try:
         dataset = info.torchvision_class(str(root), train=train, download=False)
     except Exception as error:  # every file exists (locate), so torchvision failed on a damaged one
@@ -122,7 +129,7 @@ def _read(info: DatasetInfo, root: Path, train: bool) -> tuple[torch.Tensor, tor
     pixels = torch.as_tensor(dataset.data)
     if pixels.ndim == 4:  # CIFAR-10: (N, 32, 32, 3) -> channel-major like ToTensor
         pixels = pixels.permute(0, 3, 1, 2)
-    x = pixels.reshape(len(pixels), -1).to(torch.float32).div_(255.0)
+    x = pixels.reshape(len(pixels), *info.shape).to(torch.float32).div_(255.0)
     y = torch.as_tensor(dataset.targets, dtype=torch.int64)
     return x, y
 
@@ -253,10 +260,6 @@ class ImageClassificationData(L.LightningDataModule):
         require(is_whole(seed), "seed", seed, "an integer ≥ 0")
         self.download, self.seed = download, seed
         self.train_x = self.train_y = self.test_x = self.test_y = self.val_x = self.val_y = None
-
-    @property
-    def input_dim(self) -> int:
-        return self.info.input_dim
 
     def load(self) -> None:
         """Read the files and draw the subsets (on the CPU). Bad files or sizes fail here, before training."""

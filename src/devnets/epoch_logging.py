@@ -14,6 +14,9 @@ from lightning.pytorch import Trainer
 
 
 def log_epoch_metrics(trainer: Trainer, metrics: dict[str, float]) -> None:
-    trainer.callback_metrics.update({name: torch.tensor(float(value)) for name, value in metrics.items()})
+    # float64, so a callback reading a value back (RunRecord) gets the very float logged
+    trainer.callback_metrics.update(
+        {name: torch.tensor(float(value), dtype=torch.float64) for name, value in metrics.items()}
+    )
     for logger in trainer.loggers:
         logger.log_metrics({name: float(value) for name, value in metrics.items()}, step=trainer.current_epoch + 1)

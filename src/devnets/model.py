@@ -1,9 +1,13 @@
-"""The papers' three-layer MLP: inputs -> ``hidden`` sigmoid units -> 10 softmax outputs, trained by SGD."""
+"""The models: the papers' three-layer MLP and a LeNet-5-style CNN, trained by SGD on image classes.
+
+Both take images shaped (channels, height, width); the MLP flattens them.
+"""
 
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -17,31 +21,22 @@ LOSSES = ("cross_entropy", "mse")
 # torch: nn.Linear's own, U(±1/√fan_in) for weights and biases; glorot: Keras' Dense default,
 # U(±√(6/(fan_in + fan_out))) weights and zero biases. The papers do not say (docs/reproduction.md).
 INITS = ("torch", "glorot")
-# A run has diverged when an epoch's mean training loss is not finite, or is above this many times the
-# loss of a uniform guess (ln 10 ≈ 2.3 for cross-entropy over 10 classes): SGD that far above chance is
-# not coming back (model.lr=1e6 reaches losses of 1e5).
-DIVERGED_LOSS_FACTOR = 10
+# LeNet-5 reads 32×32 images; 28×28 ones are padded by 2 in its first convolution, as LeCun padded MNIST.
+LENET_SIDES = (28, 32)
 
 
-class MLPClassifier(L.LightningModule):
-    """inputs -> Linear -> sigmoid -> (dropout) -> Linear -> softmax.
+class ImageClassifier(L.LightningModule):
+    """What both models share: the loss, the optimiser, the initialisation and the test curves.
 
-    ``l2`` is the coefficient λ of the penalty (λ/2)·Σw² on the weight matrices (biases are not
+    ``l2`` is the coefficient λ of the penalty (λ/2)·Σw² on the weights of the layers (biases are not
     penalised); its gradient λw is applied through SGD's ``weight_decay`` on the weights' parameter
-    group, which is the same update without building the penalty every step.
-
-    The module keeps the run's per-epoch curves (``history``), stops at the first epoch whose training
-    loss is not finite or explodes (``diverged_epoch``, 1-based; DIVERGED_LOSS_FACTOR) and times
-    training. Those, and the torch RNG states (dropout masks; CPU and, where present, CUDA), travel in
-    checkpoints, so a resumed run continues exactly as an uninterrupted one.
-    Lightning's checkpoint callback runs after this module's ``on_train_epoch_end``, so a checkpoint
-    always holds whole epochs.
+    group, which is the same update without building the penalty every step. ``training_step`` returns
+    the batch's mean loss; after each validation epoch the module logs ``test/acc`` and ``test/loss``
+    (``val/*`` for a second validation set), which :class:`~devnets.callbacks.run_record.RunRecord` records.
     """
 
     def __init__(
         self,
-        input_dim: int = 784,
-        hidden: int = 100,
         num_classes: int = 10,
         lr: float = 0.1,
         momentum: float = 0.0,
@@ -51,34 +46,23 @@ class MLPClassifier(L.LightningModule):
         init: str = "torch",
     ):
         super().__init__()
-        require(is_whole(hidden, minimum=1), "hidden", hidden, "an integer ≥ 1")
-        require(is_whole(input_dim, minimum=1), "input_dim", input_dim, "an integer ≥ 1")
+        require(is_whole(num_classes, minimum=2), "num_classes", num_classes, "an integer ≥ 2")
         require(is_number(lr) and lr > 0, "lr", lr, "a finite number > 0")
         require(is_number(momentum) and 0 <= momentum < 1, "momentum", momentum, "a number in [0, 1)")
         require(is_number(dropout) and 0 <= dropout < 1, "dropout", dropout, "a number in [0, 1)")
         require(is_number(l2) and l2 >= 0, "l2", l2, "a finite number ≥ 0")
         require(loss in LOSSES, "loss", loss, f"one of {list(LOSSES)}")
         require(init in INITS, "init", init, f"one of {list(INITS)}")
-        self.save_hyperparameters()
-        self.net = nn.Sequential(
-            nn.Linear(input_dim, hidden),
-            nn.Sigmoid(),
-            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
-            nn.Linear(hidden, num_classes),
-        )
-        if init == "glorot":
-            for layer in (self.net[0], self.net[3]):
-                nn.init.xavier_uniform_(layer.weight)
-                nn.init.zeros_(layer.bias)
-        self.history: dict[str, list[float]] = {"train_loss": [], "test_acc": [], "test_loss": []}
-        self.diverged_epoch: int | None = None
-        self.train_seconds = 0.0
-        self._train_loss_sum = torch.zeros(())
-        self._train_count = 0
+        self.save_hyperparameters()  # these and the subclass's own arguments
         self._eval_sums: dict[int, torch.Tensor] = {}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def initialise(self) -> None:
+        """``init=glorot``: Glorot-uniform weights and zero biases in every Linear and Conv2d, in order."""
+        if self.hparams.init == "glorot":
+            for layer in self.modules():
+                if isinstance(layer, nn.Linear | nn.Conv2d):
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
     def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample losses: softmax cross-entropy, or squared error of the softmax against one-hot."""
@@ -94,23 +78,7 @@ class MLPClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self._losses(self(x), y).mean()
-        self._train_loss_sum = self._train_loss_sum + loss.detach() * len(y)
-        self._train_count += len(y)
-        return loss
-
-    def on_train_epoch_start(self) -> None:
-        self._train_loss_sum, self._train_count = torch.zeros((), device=self.device), 0
-        self._epoch_started = time.perf_counter()
-
-    def on_train_epoch_end(self) -> None:
-        loss = (self._train_loss_sum / self._train_count).item()
-        self.history["train_loss"].append(loss)
-        log_epoch_metrics(self.trainer, {"train/loss": loss})
-        self.train_seconds += time.perf_counter() - self._epoch_started
-        if not math.isfinite(loss) or loss > DIVERGED_LOSS_FACTOR * self.uniform_guess_loss():
-            self.diverged_epoch = self.current_epoch + 1
-            self.trainer.should_stop = True
+        return self._losses(self(x), y).mean()
 
     def on_validation_epoch_start(self) -> None:
         self._eval_sums = {}
@@ -129,8 +97,6 @@ class MLPClassifier(L.LightningModule):
         for dataloader_idx, (loss_sum, correct, count) in self._eval_sums.items():
             split = "test" if dataloader_idx == 0 else "val"
             accuracy, loss = (100.0 * correct / count).item(), (loss_sum / count).item()
-            self.history.setdefault(f"{split}_acc", []).append(accuracy)
-            self.history.setdefault(f"{split}_loss", []).append(loss)
             log_epoch_metrics(self.trainer, {f"{split}/acc": accuracy, f"{split}/loss": loss})
 
     def configure_optimizers(self):
@@ -142,20 +108,65 @@ class MLPClassifier(L.LightningModule):
             momentum=self.hparams.momentum,
         )
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["devnets"] = {
-            "history": self.history,
-            "diverged_epoch": self.diverged_epoch,
-            "train_seconds": self.train_seconds,
-            "torch_rng_state": torch.get_rng_state(),
-            "cuda_rng_states": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["devnets"]
-        self.history = {key: list(values) for key, values in state["history"].items()}
-        self.diverged_epoch = state["diverged_epoch"]
-        self.train_seconds = state["train_seconds"]
-        torch.set_rng_state(state["torch_rng_state"])
-        if state.get("cuda_rng_states") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng_states"])
+class MLPClassifier(ImageClassifier):
+    """The papers' MLP: flattened inputs -> Linear -> sigmoid -> (dropout) -> Linear -> softmax.
+
+    ``settings``: :class:`ImageClassifier`'s (``num_classes``, ``lr``, ``momentum``, ``dropout``, ``l2``,
+    ``loss``, ``init``).
+    """
+
+    def __init__(self, input_dim: int = 784, hidden: int = 100, **settings: Any):
+        super().__init__(**settings)
+        require(is_whole(hidden, minimum=1), "hidden", hidden, "an integer ≥ 1")
+        require(is_whole(input_dim, minimum=1), "input_dim", input_dim, "an integer ≥ 1")
+        dropout = self.hparams.dropout
+        self.net = nn.Sequential(
+            nn.Linear(input_dim, hidden),
+            nn.Sigmoid(),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            nn.Linear(hidden, self.hparams.num_classes),
+        )
+        self.initialise()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))
+
+
+class LeNet(ImageClassifier):
+    """LeNet-5-style: conv 5×5 (6 maps) -> ReLU -> max-pool 2 -> conv 5×5 (16) -> ReLU -> max-pool 2 ->
+    Linear (``hidden``, 120 in LeNet-5) -> ReLU -> Linear (84) -> ReLU -> (dropout) -> Linear -> softmax.
+
+    ``input_shape`` is (channels, side, side) with a side of 28 or 32; ``settings`` are
+    :class:`ImageClassifier`'s, as for :class:`MLPClassifier`.
+    """
+
+    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), hidden: int = 120, **settings: Any):
+        super().__init__(**settings)
+        shape = list(input_shape) if isinstance(input_shape, Sequence) and not isinstance(input_shape, str) else None
+        require(
+            shape is not None and len(shape) == 3 and is_whole(shape[0], minimum=1) and shape[1] == shape[2]
+            and shape[1] in LENET_SIDES,
+            "input_shape", input_shape, f"[channels, side, side] with a side in {list(LENET_SIDES)}",
+        )
+        require(is_whole(hidden, minimum=1), "hidden", hidden, "an integer ≥ 1")
+        channels, side, dropout = shape[0], shape[1], self.hparams.dropout
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 6, kernel_size=5, padding=(32 - side) // 2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, kernel_size=5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * 5 * 5, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 84),
+            nn.ReLU(),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            nn.Linear(84, self.hparams.num_classes),
+        )
+        self.initialise()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from devnets.callbacks.epoch_progress_bar import EpochProgressBar
 from devnets.callbacks.run_identity import RunIdentity, checkpoint_identity
+from devnets.callbacks.run_record import RunRecord
 from devnets.callbacks.weight_histograms import WeightHistograms
 from devnets.data import DATASETS, PROJECT_ROOT, DataCorrupt, DataNotFound
 from devnets.errors import InvalidSetting, is_whole, require
@@ -74,6 +75,7 @@ class RunInterrupted(RuntimeError):
 
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("data_input_dim", lambda name: DATASETS[name].input_dim, replace=True)
+    OmegaConf.register_new_resolver("data_shape", lambda name: list(DATASETS[name].shape), replace=True)
     OmegaConf.register_new_resolver("subfolder", lambda name: f"{name}/" if name else "", replace=True)
 
 
@@ -164,9 +166,12 @@ def check_run_settings(cfg: DictConfig) -> None:
     name = cfg.data.name
     require(name in DATASETS, "data.name", name, f"one of {sorted(DATASETS)} (or data=NAME)")
     info = DATASETS[name]
-    for key, value in (("model.input_dim", info.input_dim), ("model.num_classes", info.num_classes)):
-        given = OmegaConf.select(cfg, key)
-        require(given == value and not isinstance(given, bool), key, given, f"{value}, the {name} data's")
+    shapes = {"input_dim": info.input_dim, "input_shape": list(info.shape), "num_classes": info.num_classes}
+    for key, value in shapes.items():  # those the model takes (the MLP an input_dim, LeNet an input_shape)
+        if key in cfg.model:
+            given = OmegaConf.to_object(cfg.model[key]) if OmegaConf.is_config(cfg.model[key]) else cfg.model[key]
+            require(given == value and not isinstance(given, bool), f"model.{key}", given,
+                    f"{value}, the {name} data's")
 
 
 def build(cfg: DictConfig):
@@ -301,7 +306,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, run_callbacks: list) -> L.Train
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    callbacks = [*run_callbacks, WeightHistograms(cfg.histogram_every_n_epochs), checkpoint]
+    callbacks = [*run_callbacks, RunRecord(), WeightHistograms(cfg.histogram_every_n_epochs), checkpoint]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(EpochProgressBar())
     # The run resumes from its own folder only: Lightning's SLURM requeue (SIGUSR1 -> hpc_ckpt_*.ckpt, restored
@@ -332,43 +337,49 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str
         except InvalidSetting as error:
             raise error.renamed(user_key(cfg, "data", error.key)) from None
         trainer = make_trainer(cfg, run_dir, [*method_callbacks, RunIdentity(settings)])
+        record = run_record(trainer)
         checkpoint = usable_checkpoint(run_dir, settings, max_epochs)
         metrics = {**run_summary(cfg), "status": "running", "config": settings}
         write_metrics(run_dir, metrics)
         try:
             trainer.fit(model, datamodule=data, ckpt_path=checkpoint)
         except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C and SIGTERM into SystemExit
-            write_metrics(run_dir, {**metrics, "status": "interrupted", **model.history})
+            write_metrics(run_dir, {**metrics, "status": "interrupted", **record.history})
             raise RunInterrupted(
-                f"{run_dir}: interrupted ({type(stop).__name__}) after {len(model.history['test_acc'])} epochs; "
+                f"{run_dir}: interrupted ({type(stop).__name__}) after {len(record.history['test_acc'])} epochs; "
                 f"the same command resumes it from {CHECKPOINT}"
             ) from None
         except Exception as error:
             write_metrics(run_dir, {**metrics, "status": "failed", "error": f"{type(error).__name__}: {error}"})
             raise
         trainer.save_checkpoint(run_dir / CHECKPOINT, weights_only=False)
-        metrics.update(results(model, method_callbacks))
+        metrics.update(results(record, method_callbacks))
         log_hparams(trainer, metrics)
         metrics = write_metrics(run_dir, metrics)
     log.info("%s: %s, final test accuracy %.2f%%", run_dir, metrics["status"], metrics["final_test_acc"])
     return metrics
 
 
-def results(model, method_callbacks: list) -> dict[str, Any]:
-    curves = model.history
+def run_record(trainer: L.Trainer) -> RunRecord:
+    """The trainer's :class:`RunRecord`, which make_trainer adds to every run."""
+    return next(callback for callback in trainer.callbacks if isinstance(callback, RunRecord))
+
+
+def results(record: RunRecord, method_callbacks: list) -> dict[str, Any]:
+    curves = record.history
     test_acc = curves["test_acc"]
     best = max(range(len(test_acc)), key=test_acc.__getitem__)
     method_stats = {}
     for callback in method_callbacks:
         method_stats.update(callback.summary() if hasattr(callback, "summary") else {})
     return {
-        "status": "diverged" if model.diverged_epoch else "complete",
-        "diverged_epoch": model.diverged_epoch,
+        "status": "diverged" if record.diverged_epoch else "complete",
+        "diverged_epoch": record.diverged_epoch,
         "epochs": len(test_acc),
         "final_test_acc": test_acc[-1],
         "best_test_acc": test_acc[best],
         "best_epoch": best + 1,
-        "train_seconds": model.train_seconds,
+        "train_seconds": record.train_seconds,
         **curves,
         "method_stats": method_stats,
     }

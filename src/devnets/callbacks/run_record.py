@@ -1,0 +1,104 @@
+"""The run's record, kept beside any LightningModule: per-epoch curves, divergence, training time and the
+torch RNG states, all in checkpoints, so a resumed run continues exactly as an uninterrupted one.
+
+The training loss is the mean over the epoch's samples of what ``training_step`` returns (the loss, or a
+dict holding it under ``loss``). The evaluation curves are what the module logs after each validation
+epoch as ``test/acc`` and ``test/loss`` (and ``val/acc``, ``val/loss`` for a second validation set), read
+from ``trainer.callback_metrics``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.data import extract_batch_size
+
+from devnets.epoch_logging import log_epoch_metrics
+
+# A run has diverged when an epoch's mean training loss is not finite, or, for a module with a
+# ``uniform_guess_loss()`` (ln 10 ≈ 2.3 for cross-entropy over 10 classes), above this many times it: SGD
+# that far above chance is not coming back (model.lr=1e6 reaches losses of 1e5).
+DIVERGED_LOSS_FACTOR = 10
+# history key -> the metric the module logs for it
+EVALUATION = {"test_acc": "test/acc", "test_loss": "test/loss", "val_acc": "val/acc", "val_loss": "val/loss"}
+REQUIRED = ("test/acc", "test/loss")
+# Where MLPClassifier kept this state in checkpoints before RunRecord did.
+LEGACY_KEY = "devnets"
+
+
+class RunRecord(Callback):
+    """Keeps ``history`` (train_loss, test_acc, test_loss and, where logged, val_acc and val_loss, one
+    value per epoch), ``diverged_epoch`` (1-based; the run stops there) and ``train_seconds``.
+
+    Lightning calls non-monitoring callbacks' ``on_train_epoch_end`` before its checkpoint callback's,
+    so a checkpoint always holds whole epochs.
+    """
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {"train_loss": [], "test_acc": [], "test_loss": []}
+        self.diverged_epoch: int | None = None
+        self.train_seconds = 0.0
+        self._loss_sum = torch.zeros(())
+        self._count = 0
+        self._epoch_started = 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._loss_sum, self._count = torch.zeros((), device=pl_module.device), 0
+        self._epoch_started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+        if pl_module.automatic_optimization:  # Lightning hands on the loss divided by the accumulation
+            loss = loss * trainer.accumulate_grad_batches
+        size = extract_batch_size(batch)
+        self._loss_sum = self._loss_sum + loss.detach() * size
+        self._count += size
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        logged = trainer.callback_metrics
+        missing = [name for name in REQUIRED if name not in logged]
+        if missing:
+            raise RuntimeError(f"{type(pl_module).__name__} logs no {' or '.join(missing)} after validation; "
+                               f"RunRecord reads the test curves from them")
+        for key, name in EVALUATION.items():
+            if name in logged:
+                self.history.setdefault(key, []).append(logged[name].item())
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loss = (self._loss_sum / self._count).item()
+        self.history["train_loss"].append(loss)
+        log_epoch_metrics(trainer, {"train/loss": loss})
+        self.train_seconds += time.perf_counter() - self._epoch_started
+        chance = pl_module.uniform_guess_loss() if hasattr(pl_module, "uniform_guess_loss") else math.inf
+        if not math.isfinite(loss) or loss > DIVERGED_LOSS_FACTOR * chance:
+            self.diverged_epoch = trainer.current_epoch + 1
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": self.history,
+            "diverged_epoch": self.diverged_epoch,
+            "train_seconds": self.train_seconds,
+            "torch_rng_state": torch.get_rng_state(),
+            "cuda_rng_states": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint written while the model kept the record holds the same state under ``devnets``."""
+        if LEGACY_KEY in checkpoint and self.state_key not in checkpoint.get("callbacks", {}):
+            self.load_state_dict(checkpoint[LEGACY_KEY])
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {key: list(values) for key, values in state_dict["history"].items()}
+        self.diverged_epoch = state_dict["diverged_epoch"]
+        self.train_seconds = state_dict["train_seconds"]
+        torch.set_rng_state(state_dict["torch_rng_state"])
+        if state_dict["cuda_rng_states"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda_rng_states"])
