@@ -69,18 +69,6 @@ def whole_and_cut(run, stop_at, tmp_path, settings) -> dict:
     return uninterrupted
 
 
-def test_a_checkpoint_that_kept_the_record_in_the_model_resumes_to_the_same_result(run, stop_at, tmp_path):
-    """Before RunRecord, MLPClassifier wrote the same state under the checkpoint's "devnets" key."""
-    settings = ("method=dropout", "trainer.max_epochs=3", "checkpoint_every_n_epochs=1")
-    uninterrupted = whole_and_cut(run, stop_at, tmp_path, settings)
-    path = tmp_path / "cut" / "last.ckpt"
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    checkpoint["devnets"] = checkpoint["callbacks"].pop("RunRecord")
-    torch.save(checkpoint, path)
-    resumed = run(*settings, run_dir=tmp_path / "cut")
-    assert_same_run(resumed, uninterrupted, tmp_path / "cut", tmp_path / "whole")
-
-
 def test_damaged_checkpoint_is_reported_and_the_run_starts_over(run, stop_at, tmp_path, caplog):
     settings = ("trainer.max_epochs=3", "checkpoint_every_n_epochs=1")
     uninterrupted = whole_and_cut(run, stop_at, tmp_path, settings)

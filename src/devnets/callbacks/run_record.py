@@ -27,8 +27,6 @@ DIVERGED_LOSS_FACTOR = 10
 # history key -> the metric the module logs for it
 EVALUATION = {"test_acc": "test/acc", "test_loss": "test/loss", "val_acc": "val/acc", "val_loss": "val/loss"}
 REQUIRED = ("test/acc", "test/loss")
-# Where MLPClassifier kept this state in checkpoints before RunRecord did.
-LEGACY_KEY = "devnets"
 
 
 class RunRecord(Callback):
@@ -89,11 +87,6 @@ class RunRecord(Callback):
             "torch_rng_state": torch.get_rng_state(),
             "cuda_rng_states": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
-
-    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint written while the model kept the record holds the same state under ``devnets``."""
-        if LEGACY_KEY in checkpoint and self.state_key not in checkpoint.get("callbacks", {}):
-            self.load_state_dict(checkpoint[LEGACY_KEY])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = {key: list(values) for key, values in state_dict["history"].items()}
