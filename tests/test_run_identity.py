@@ -27,8 +27,12 @@ def test_a_sweep_over_any_key_gives_each_value_its_own_folder(data_root, tmp_pat
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     for lr in (0.05, 0.2):
-        metrics = read_metrics(tmp_path / f"mnist-n200/h8/baseline/model.lr={lr}/seed0")
+        run_dir = tmp_path / f"mnist-n200/h8/baseline/model.lr={lr}/seed0"
+        metrics = read_metrics(run_dir)
         assert metrics["status"] == "complete" and metrics["config"]["model"]["lr"] == lr
+        assert f"[devnets.epochs][INFO] - epoch 1: test/acc {metrics['test_acc'][0]:.6g}, test/loss" in (
+            run_dir / "train.log").read_text()  # a line per epoch, in train.log only
+    assert "epoch 1: " not in completed.stdout + completed.stderr
 
 
 def test_a_checkpoint_of_other_settings_is_set_aside(run, tmp_path, caplog):

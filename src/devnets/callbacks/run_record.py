@@ -9,6 +9,7 @@ from ``trainer.callback_metrics``.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ DIVERGED_LOSS_FACTOR = 10
 # history key -> the metric the module logs for it
 EVALUATION = {"test_acc": "test/acc", "test_loss": "test/loss", "val_acc": "val/acc", "val_loss": "val/loss"}
 REQUIRED = ("test/acc", "test/loss")
+# One line per epoch: in a run of devnets.train, train.log only (conf/hydra/default.yaml).
+epoch_log = logging.getLogger("devnets.epochs")
 
 
 class RunRecord(Callback):
@@ -74,6 +77,9 @@ class RunRecord(Callback):
         self.history["train_loss"].append(loss)
         log_epoch_metrics(trainer, {"train/loss": loss})
         self.train_seconds += time.perf_counter() - self._epoch_started
+        epoch_log.info("epoch %d: %s", trainer.current_epoch + 1, ", ".join(
+            f"{name} {value.item():.6g}" for name, value in sorted(trainer.callback_metrics.items())
+        ))
         chance = pl_module.uniform_guess_loss() if hasattr(pl_module, "uniform_guess_loss") else math.inf
         if not math.isfinite(loss) or loss > DIVERGED_LOSS_FACTOR * chance:
             self.diverged_epoch = trainer.current_epoch + 1
