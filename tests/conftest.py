@@ -103,7 +103,7 @@ def compose_config(*overrides: str) -> DictConfig:
 
 @pytest.fixture
 def make_config(data_root, tmp_path):
-    """The real config, shrunk to the fixture data: 200 samples, batch 50, 2 epochs, no progress bar."""
+    """The real config, shrunk to the fixture data: 200 samples, batch 50, 2 epochs, no progress bar or tree."""
 
     def make(*overrides: str, run_dir: Path | None = None) -> DictConfig:
         cfg = compose_config(
@@ -114,6 +114,7 @@ def make_config(data_root, tmp_path):
             "trainer.max_epochs=2",
             "trainer.enable_progress_bar=false",
             "trainer.accelerator=cpu",
+            "print_config=false",
             *overrides,
         )
         with open_dict(cfg):

@@ -6,9 +6,10 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
+from devnets import PROJECT_ROOT
 from devnets.errors import InvalidSetting
 from devnets.results import read_metrics
-from devnets.train import PROJECT_ROOT, train
+from devnets.train import train
 
 BAD_SETTINGS = [
     (["model.hidden=0"], "model.hidden=0 is not allowed: an integer ≥ 1"),
@@ -51,6 +52,12 @@ BAD_SETTINGS = [
     (["data.download=maybe"], "data.download='maybe' is not allowed: true or false"),
     (["method=bsp", "method.layers=[bogus]"], "method.layers=['bogus'] is not allowed: patterns that each match"),
     (["method=bdnn_dsd", "method.layers=[net.9]"], "method.layers=['net.9'] is not allowed: patterns that each"),
+    (["+trainer.max_epoch=5"],
+     "trainer.max_epoch=5 is not allowed: not an argument of lightning.pytorch.Trainer (closest: trainer.max_epochs)"),
+    (["+model.hiden=5"], "model.hiden=5 is not allowed: not an argument of devnets.model.MLPClassifier (closest: "
+                         "model.hidden)"),
+    (["tags=dev"], "tags='dev' is not allowed: a list of words, e.g. tags=[first_try,lr_probe]"),
+    (["+trainer.fast_dev_run=true"], "trainer.fast_dev_run=True is not allowed: false outside experiment_name=debug"),
 ]
 
 

@@ -13,9 +13,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import devnets.train
 from conftest import write_mnist_like
+from devnets import PROJECT_ROOT
 from devnets.data import locate
 from devnets.results import read_metrics
-from devnets.train import PROJECT_ROOT, RunConflict, RunInterrupted
+from devnets.train import RunConflict, RunInterrupted
 
 
 def test_a_sweep_over_any_key_gives_each_value_its_own_folder(data_root, tmp_path):

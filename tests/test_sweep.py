@@ -8,8 +8,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 from conftest import compose_config
+from devnets import PROJECT_ROOT
 from devnets.results import read_metrics
-from devnets.train import CONF_DIR, PROJECT_ROOT
+from devnets.train import CONF_DIR
 
 GRID = {"data": "mnist,fashion_mnist", "model.hidden": "10,100,500", "method": "baseline,dropout,l2,bdnn_dsd,bsp",
         "seed": "range(5)"}

@@ -27,7 +27,7 @@ def test_tensorboard_has_curves_histograms_and_hparams(run, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    metrics = run("trainer.max_epochs=3", "histogram_every_n_epochs=2")
+    metrics = run("trainer.max_epochs=3", "histogram_every_n_epochs=2", "tags=[first_try,lr_probe]")
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"histograms": 0}).Reload()
     tags = events.Tags()
     assert {"train/loss", "test/acc", "test/loss", "hp/final_test_acc"} <= set(tags["scalars"])
@@ -36,7 +36,8 @@ def test_tensorboard_has_curves_histograms_and_hparams(run, tmp_path):
     assert [e.step for e in events.Histograms("weights/net.0.weight")] == [2, 3]
     start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
-    assert set(hparams) == {"dataset", "n_train", "hidden", "model", "method", "seed", "max_epochs", "p", "l2"}
+    assert set(hparams) == {"dataset", "n_train", "hidden", "model", "method", "seed", "max_epochs", "p", "l2", "tags"}
+    assert hparams["tags"].string_value == "first_try,lr_probe"
     assert [e.value for e in events.Scalars("hp/final_test_acc")] == [pytest.approx(metrics["final_test_acc"])]
 
 

@@ -22,9 +22,8 @@ import torch
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
+from devnets import PROJECT_ROOT
 from devnets.errors import is_whole, require
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

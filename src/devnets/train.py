@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import inspect
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import LightningEnvironment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -38,9 +39,11 @@ from devnets.callbacks.epoch_progress_bar import EpochProgressBar
 from devnets.callbacks.run_identity import RunIdentity, checkpoint_identity
 from devnets.callbacks.run_record import RunRecord
 from devnets.callbacks.weight_histograms import WeightHistograms
-from devnets.data import DATASETS, PROJECT_ROOT, DataCorrupt, DataNotFound
+from devnets.config_tree import config_tree
+from devnets.data import DATASETS, DataCorrupt, DataNotFound
 from devnets.errors import InvalidSetting, is_whole, require
 from devnets.methods.weights import select_weights
+from devnets.overrides import CONF_DIR, closest
 from devnets.results import CorruptMetrics, read_metrics, write_metrics
 
 log = logging.getLogger("devnets")
@@ -53,14 +56,13 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: not str(record.msg).startswith("💡 Tip")
 )
 
-CONF_DIR = PROJECT_ROOT / "conf"
 CHECKPOINT = "last.ckpt"
 LOCK_FILE = ".lock"
 # Keys that say where, how fast or how long a run goes, not what it computes: a rerun may change them
 # (a larger trainer.max_epochs extends a finished run). conf/hydra/default.yaml leaves the same keys out
 # of folder names.
 NOT_SETTINGS = (
-    "per_cell", "logger", "paths", "threads", "experiment_name", "checkpoint_every_n_epochs",
+    "per_cell", "logger", "paths", "threads", "experiment_name", "tags", "print_config", "checkpoint_every_n_epochs",
     "histogram_every_n_epochs", "data.root", "data.download", "trainer.max_epochs", "trainer.enable_progress_bar",
 )
 
@@ -99,12 +101,15 @@ SUMMARY_KEYS = {
     "seed": "seed",
     "max_epochs": "trainer.max_epochs",
     "experiment": "experiment_name",
+    "tags": "tags",
 }
 
 
 def run_summary(cfg: DictConfig) -> dict[str, Any]:
-    """The settings the results tables group by (as given, even when a run could not start)."""
-    return {key: OmegaConf.select(cfg, path, default=None) for key, path in SUMMARY_KEYS.items()}
+    """The settings the results tables group by, and the run's tags (as given, even when a run could not start)."""
+    summary = {key: OmegaConf.select(cfg, path, default=None) for key, path in SUMMARY_KEYS.items()}
+    return {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            for key, value in summary.items()}
 
 
 def identity(settings: dict[str, Any]) -> dict[str, Any]:
@@ -139,8 +144,22 @@ def user_key(cfg: DictConfig, node: str, name: str) -> str:
     return match.group(1) if match else f"{node}.{name}"
 
 
+def check_arguments(cfg: DictConfig, node: str) -> None:
+    """Each key of ``node`` is an argument of its ``_target_``: a ``+key=value`` typo is one line, not a TypeError."""
+    settings = OmegaConf.to_container(OmegaConf.select(cfg, node), resolve=False)
+    parameters = inspect.signature(get_object(settings["_target_"])).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return
+    for key, value in settings.items():
+        if key != "_target_" and key not in parameters:
+            allowed = [f"{node}.{name}" for name in parameters]
+            raise InvalidSetting(f"{node}.{key}", value, f"not an argument of {settings['_target_']}"
+                                 f"{closest(f'{node}.{key}', allowed)}")
+
+
 def instantiate_node(cfg: DictConfig, node: str) -> Any:
     """``hydra.utils.instantiate`` of one node, with a bad setting reported under its config key."""
+    check_arguments(cfg, node)
     try:
         return instantiate(OmegaConf.select(cfg, node))
     except InstantiationException as error:
@@ -163,6 +182,12 @@ def check_run_settings(cfg: DictConfig) -> None:
     devices = cfg.trainer.devices
     require(devices == 1 and not isinstance(devices, bool), "trainer.devices", devices,
             "1 (a run trains in one process; sweeps run runs side by side)")
+    tags = OmegaConf.to_container(cfg.tags) if OmegaConf.is_config(cfg.tags) else cfg.tags
+    require(isinstance(tags, list) and all(isinstance(tag, str) for tag in tags), "tags", tags,
+            "a list of words, e.g. tags=[first_try,lr_probe]")
+    fast_dev_run = cfg.trainer.get("fast_dev_run", False)
+    require(not fast_dev_run or cfg.experiment_name == "debug", "trainer.fast_dev_run", fast_dev_run,
+            "false outside experiment_name=debug (debug=fast_dev_run sets both)")
     name = cfg.data.name
     require(name in DATASETS, "data.name", name, f"one of {sorted(DATASETS)} (or data=NAME)")
     info = DATASETS[name]
@@ -179,6 +204,7 @@ def build(cfg: DictConfig):
 
     Reads no data: every bad setting is reported before anything is loaded or trained.
     """
+    check_arguments(cfg, "trainer")
     data = instantiate_node(cfg, "data")
     L.seed_everything(cfg.seed, verbose=False)
     model = instantiate_node(cfg, "model")
@@ -323,10 +349,14 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str
     check_run_settings(cfg)
     settings = run_settings(cfg)
     data, model, method_callbacks = build(cfg)
+    if cfg.print_config:  # every setting is checked: the tree resolves them all
+        print(config_tree(cfg))
     max_epochs = cfg.trainer.max_epochs
+    # Lightning's fast_dev_run trains one batch and saves nothing: such a run is never resumed or skipped.
+    fast_dev_run = bool(cfg.trainer.get("fast_dev_run", False))
     with run_lock(run_dir):
         previous = previous_run(run_dir, settings)
-        if is_finished(run_dir, previous, max_epochs):
+        if not fast_dev_run and is_finished(run_dir, previous, max_epochs):
             log.info("%s already holds a %s run; nothing to do", run_dir, previous["status"])
             return previous
         log.info("run folder %s, %d torch threads", run_dir, cfg.threads or torch.get_num_threads())
@@ -338,7 +368,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str
             raise error.renamed(user_key(cfg, "data", error.key)) from None
         trainer = make_trainer(cfg, run_dir, [*method_callbacks, RunIdentity(settings)])
         record = run_record(trainer)
-        checkpoint = usable_checkpoint(run_dir, settings, max_epochs)
+        checkpoint = None if fast_dev_run else usable_checkpoint(run_dir, settings, max_epochs)
         metrics = {**run_summary(cfg), "status": "running", "config": settings}
         write_metrics(run_dir, metrics)
         try:
@@ -352,7 +382,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str
         except Exception as error:
             write_metrics(run_dir, {**metrics, "status": "failed", "error": f"{type(error).__name__}: {error}"})
             raise
-        trainer.save_checkpoint(run_dir / CHECKPOINT, weights_only=False)
+        if not fast_dev_run:
+            trainer.save_checkpoint(run_dir / CHECKPOINT, weights_only=False)
         metrics.update(results(record, method_callbacks))
         log_hparams(trainer, metrics)
         metrics = write_metrics(run_dir, metrics)
@@ -390,6 +421,7 @@ def hparams(metrics: dict[str, Any]) -> dict[str, Any]:
     method = metrics["config"]["method"]
     columns = {key: metrics[key] for key in ("dataset", "n_train", "hidden", "method", "seed", "max_epochs")}
     columns["model"] = metrics["config"]["model"]["_target_"].rsplit(".", 1)[-1]
+    columns["tags"] = ",".join(metrics["tags"])
     for key, value in method.items():
         if key not in ("name", "callbacks"):
             columns[key] = value if isinstance(value, int | float | str | bool) else str(value)
@@ -428,8 +460,10 @@ USER_ERRORS = (InvalidSetting, DataNotFound, DataCorrupt, RunConflict)
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    if multirun and cfg.threads is None:  # jobs run side by side: one torch thread each, never oversubscribed
-        cfg.threads = 1
+    if multirun:
+        cfg.print_config = False  # a sweep's jobs print no tree: each job's .hydra/config.yaml holds it
+        if cfg.threads is None:  # jobs run side by side: one torch thread each, never oversubscribed
+            cfg.threads = 1
     try:
         return train(cfg)["final_test_acc"]
     except RunInterrupted as error:

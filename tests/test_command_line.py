@@ -1,0 +1,76 @@
+"""The command line: a bad option or key is one line naming the closest valid one, before torch is imported."""
+
+import subprocess
+import sys
+
+import pytest
+
+from devnets import PROJECT_ROOT
+from devnets.overrides import BadOverride, check_overrides
+
+METHODS = "one of [baseline, bdnn_dsd, bsp, dropout, l2]"
+BAD_OVERRIDES = [
+    (["method=bsp2"], False, f"method=bsp2 is not allowed: {METHODS} (closest: bsp)"),
+    (["method=bsp,bsp2"], True, f"method=bsp2 is not allowed: {METHODS} (closest: bsp)"),
+    (["hydra/launcher=locl"], False, "hydra/launcher=locl is not allowed: one of [basic, joblib, local, slurm, "
+                                     "submitit_local, submitit_slurm] (closest: local)"),
+    (["debug=fdr"], False, "debug=fdr is not allowed: one of [default, fast_dev_run, limit, overfit, profiler]"),
+    (["trainer.max_epoch=5"], False, "trainer.max_epoch=5 is not allowed: no such key (closest: trainer.max_epochs)"),
+    (["seed=range(2)", "trainer.max_epoch=5"], True,
+     "trainer.max_epoch=5 is not allowed: no such key (closest: trainer.max_epochs)"),
+    (["method=bsp", "method.alph=0.1"], False, "method.alph=0.1 is not allowed: no such key (closest: method.alpha)"),
+    (["methd=bsp"], False, "methd=bsp is not allowed: no such key (closest: method)"),
+    (["hydra.run.dri=x"], False, "hydra.run.dri=x is not allowed: no such key (closest: hydra.run.dir)"),
+    (["method=bsp,dropout"], False, "Ambiguous value for argument 'method=bsp,dropout' 1. To use it as a list"),
+    (["+trainer.max_epochs=3"], False, "Could not append to config. An item is already at 'trainer.max_epochs'."),
+    (["seed=["], False, "no viable alternative at input '['"),
+]
+
+
+@pytest.mark.parametrize("overrides, multirun, message", BAD_OVERRIDES, ids=[" ".join(o) for o, _, _ in BAD_OVERRIDES])
+def test_a_bad_override_is_one_line_naming_the_closest(overrides, multirun, message):
+    with pytest.raises(BadOverride) as error:
+        check_overrides(overrides, multirun)
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("overrides, multirun", [
+    (["method=bsp", "method.alpha=0.1", "seed=3", "tags=[a,b]", "hydra.run.dir=/tmp/x"], False),
+    (["method=bsp,dropout", "seed=range(3)", "model.hidden=10,100"], True),
+    (["experiment=grid_1200", "hydra/launcher=local"], True),
+    (["debug=fast_dev_run", "+trainer.gradient_clip_val=0.5", "~logger"], False),
+])
+def test_good_overrides_pass(overrides, multirun):
+    check_overrides(overrides, multirun)
+
+
+def train_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/train.py", *args], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method=bsp2", f"error: method=bsp2 is not allowed: {METHODS} (closest: bsp)"),
+    ("trainer.max_epoch=5", "error: trainer.max_epoch=5 is not allowed: no such key (closest: trainer.max_epochs)"),
+])
+def test_the_command_line_reports_a_bad_override_once_without_importing_torch(override, message):
+    completed = train_command(override)
+    assert completed.returncode == 1
+    assert completed.stderr.splitlines() == [message]
+    assert completed.stdout == ""
+
+
+def test_checking_overrides_imports_neither_torch_nor_lightning():
+    imported = "import sys, devnets.overrides; print(sorted({'torch', 'lightning'} & sys.modules.keys()))"
+    completed = subprocess.run(
+        [sys.executable, "-c", imported],
+        capture_output=True, text=True, check=True,
+    )
+    assert completed.stdout.strip() == "[]"
+
+
+def test_hydra_flags_still_reach_hydra():
+    completed = train_command("--cfg", "job", "method=bsp", "tags=[a]")
+    assert completed.returncode == 0, completed.stderr
+    assert "name: bsp" in completed.stdout and "- a" in completed.stdout
