@@ -8,7 +8,7 @@ import pytest
 from devnets import PROJECT_ROOT
 from devnets.overrides import BadOverride, check_overrides
 
-METHODS = "one of [baseline, bdnn_dsd, bsp, dropout, l2]"
+METHODS = "one of [baseline, bdnn_dsd, bdnn_dsd+bsp, bsp, dropout, l2]"
 BAD_OVERRIDES = [
     (["method=bsp2"], False, f"method=bsp2 is not allowed: {METHODS} (closest: bsp)"),
     (["method=bsp,bsp2"], True, f"method=bsp2 is not allowed: {METHODS} (closest: bsp)"),

@@ -144,11 +144,28 @@ def user_key(cfg: DictConfig, node: str, name: str) -> str:
     return match.group(1) if match else f"{node}.{name}"
 
 
+def accepted_arguments(target: Any) -> list[str] | None:
+    """The keyword arguments ``target`` takes, following a devnets class's ``**settings`` up to the devnets
+    base class that names them (MLPClassifier -> ImageClassifier); None when it takes any."""
+    functions = [target.__init__ if inspect.isclass(target) else target]
+    if inspect.isclass(target):
+        own = [cls for cls in target.__mro__[1:] if cls.__module__.startswith("devnets.")]
+        functions += [cls.__init__ for cls in own if "__init__" in vars(cls)]
+    names = []
+    for function in functions:
+        parameters = inspect.signature(function).parameters
+        names += [name for name, parameter in parameters.items() if parameter.kind is not parameter.VAR_KEYWORD
+                  and name != "self" and name not in names]
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters.values()):
+            return names
+    return None
+
+
 def check_arguments(cfg: DictConfig, node: str) -> None:
     """Each key of ``node`` is an argument of its ``_target_``: a ``+key=value`` typo is one line, not a TypeError."""
     settings = OmegaConf.to_container(OmegaConf.select(cfg, node), resolve=False)
-    parameters = inspect.signature(get_object(settings["_target_"])).parameters
-    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+    parameters = accepted_arguments(get_object(settings["_target_"]))
+    if parameters is None:
         return
     for key, value in settings.items():
         if key != "_target_" and key not in parameters:
