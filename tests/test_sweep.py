@@ -1,7 +1,11 @@
 """Sweeps: the experiments compose, a real joblib multirun, skipping finished jobs, failing jobs."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -142,3 +146,32 @@ def test_what_a_run_identity_leaves_out_no_folder_name_holds():
     # per_cell acts through the method's keys, which are named; paths.output_root is the one path a user moves
     assert set(NOT_SETTINGS) - {"per_cell", "paths"} <= excluded
     assert "paths.output_root" in excluded
+
+
+def test_a_killed_worker_takes_no_other_job_down_and_its_job_is_relaunched(data_root, tmp_path):
+    command = [sys.executable, "scripts/train.py", "-m", "hydra/launcher=local", f"hydra.sweep.dir={tmp_path}",
+               f"data.root={data_root}", "data.n_train=200", "model.hidden=8", "trainer.max_epochs=600",
+               "checkpoint_every_n_epochs=20", "trainer.enable_progress_bar=false", "seed=0,1"]
+    sweep_process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+    first = tmp_path / "mnist-n200/h8/baseline/seed0"
+    while not (first / "last.ckpt").exists():  # the job is under way in a worker
+        assert sweep_process.poll() is None
+        time.sleep(0.2)
+    workers = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and loky_worker_of(int(pid), sweep_process.pid)]
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    output = sweep_process.communicate(timeout=900)[0]
+    assert workers and "a worker died" in output
+    assert sweep_process.returncode == 0, output[-2000:]
+    for seed in (0, 1):
+        assert read_metrics(tmp_path / f"mnist-n200/h8/baseline/seed{seed}")["status"] == "complete"
+
+
+def loky_worker_of(pid: int, parent: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return f"PPid:\t{parent}\n" in status and b"LokyProcess" in command
