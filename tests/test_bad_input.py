@@ -56,6 +56,11 @@ BAD_SETTINGS = [
      "trainer.max_epoch=5 is not allowed: not an argument of lightning.pytorch.Trainer (closest: trainer.max_epochs)"),
     (["+model.hiden=5"], "model.hiden=5 is not allowed: not an argument of devnets.model.MLPClassifier (closest: "
                          "model.hidden)"),
+    (["method=bsp", "+method.alpah=0.05"],
+     "method.alpah=0.05 is not allowed: not a setting of method bsp (closest: method.alpha)"),
+    (["method=baseline", "+method.count_threshold=5"],
+     "method.count_threshold=5 is not allowed: not a setting of method baseline"),
+    (["method=bsp", "method.alpha=-1"], "method.alpha=-1 is not allowed: a finite number > 0"),
     (["tags=dev"], "tags='dev' is not allowed: a list of words, e.g. tags=[first_try,lr_probe]"),
     (["+trainer.fast_dev_run=true"], "trainer.fast_dev_run=True is not allowed: false outside experiment_name=debug"),
 ]

@@ -64,7 +64,15 @@ LOCK_FILE = ".lock"
 NOT_SETTINGS = (
     "per_cell", "logger", "paths", "threads", "experiment_name", "tags", "print_config", "checkpoint_every_n_epochs",
     "histogram_every_n_epochs", "data.root", "data.download", "trainer.max_epochs", "trainer.enable_progress_bar",
+    "method.callbacks",  # which classes carry the method: method.name says so (older runs kept copies here)
 )
+# The method keys the model reads (model.dropout: ${method.p}, model.l2: ${method.l2}), or that say which
+# method it is; every other method.* key is an argument of one of the method's callbacks.
+METHOD_KEYS = ("name", "p", "l2", "callbacks")
+# Arguments of a method's callbacks that the pipeline fills in from elsewhere in the config.
+PIPELINE_ARGUMENTS = {
+    "n_neurons": "model.hidden", "n_samples": "data.n_train", "histogram_every_n_epochs": "histogram_every_n_epochs",
+}
 
 
 class RunConflict(RuntimeError):
@@ -120,9 +128,6 @@ def identity(settings: dict[str, Any]) -> dict[str, Any]:
         parent = settings.get(node) if node else settings
         if isinstance(parent, dict):
             parent.pop(name, None)
-    for callback in ((settings.get("method") or {}).get("callbacks") or {}).values():
-        for key in NOT_SETTINGS:
-            callback.pop(key, None)
     return settings
 
 
@@ -146,11 +151,14 @@ def user_key(cfg: DictConfig, node: str, name: str) -> str:
 
 def accepted_arguments(target: Any) -> list[str] | None:
     """The keyword arguments ``target`` takes, following a devnets class's ``**settings`` up to the devnets
-    base class that names them (MLPClassifier -> ImageClassifier); None when it takes any."""
+    base class that names them (MLPClassifier -> ImageClassifier), or to the tensor core a method's callback
+    hands them to (BoundMask -> BDNNDsd); None when it takes any."""
     functions = [target.__init__ if inspect.isclass(target) else target]
     if inspect.isclass(target):
         own = [cls for cls in target.__mro__[1:] if cls.__module__.startswith("devnets.")]
         functions += [cls.__init__ for cls in own if "__init__" in vars(cls)]
+        if hasattr(target, "tensor_core"):
+            functions.append(target.tensor_core.__init__)
     names = []
     for function in functions:
         parameters = inspect.signature(function).parameters
@@ -225,17 +233,37 @@ def build(cfg: DictConfig):
     data = instantiate_node(cfg, "data")
     L.seed_everything(cfg.seed, verbose=False)
     model = instantiate_node(cfg, "model")
+    return data, model, method_callbacks(cfg, model)
+
+
+def method_callbacks(cfg: DictConfig, model: L.LightningModule) -> list:
+    """The method's callbacks, each given the ``method.*`` keys it takes (the one place a switch is set)
+    and the PIPELINE_ARGUMENTS it takes, in the order ``method.callbacks`` lists them.
+
+    A ``method.*`` key that neither the model (through ``${method.*}``) nor a callback reads is refused,
+    as a misspelt switch would otherwise be silently ignored.
+    """
+    method = OmegaConf.to_container(cfg.method, resolve=True)
+    classes = [get_object(target) for target in method["callbacks"].values()]
+    taken = {key for cls in classes for key in accepted_arguments(cls)}
+    for key, value in method.items():
+        if key not in taken and key not in METHOD_KEYS:
+            allowed = [f"method.{name}" for name in sorted(taken | set(METHOD_KEYS))]
+            raise InvalidSetting(f"method.{key}", value,
+                                 f"not a setting of method {method['name']}{closest(f'method.{key}', allowed)}")
     callbacks = []
-    for name in cfg.method.callbacks:
-        node = f"method.callbacks.{name}"
-        callback = instantiate_node(cfg, node)
-        if hasattr(callback, "layers"):  # the weights a method selects exist in the model
-            try:
-                select_weights(model, callback.layers)
-            except InvalidSetting as error:
-                raise error.renamed(user_key(cfg, node, error.key)) from None
+    for cls in classes:
+        arguments = {key: method[key] for key in accepted_arguments(cls) if key in method}
+        arguments |= {key: OmegaConf.select(cfg, path) for key, path in PIPELINE_ARGUMENTS.items()
+                      if key in accepted_arguments(cls) and key not in method}
+        user_keys = {key: f"method.{key}" if key in method else PIPELINE_ARGUMENTS[key] for key in arguments}
+        try:
+            callback = cls(**arguments)
+            select_weights(model, callback.layers)  # the weights the method selects exist in the model
+        except InvalidSetting as error:
+            raise error.renamed(user_keys.get(error.key, error.key)) from None
         callbacks.append(callback)
-    return data, model, callbacks
+    return callbacks
 
 
 @contextmanager

@@ -45,8 +45,10 @@ class BoundMask(Callback):
             ``cadence="epoch"`` the time step is taken at each epoch's end.
     """
 
+    tensor_core = BDNNDsd  # where ``settings`` go: its arguments are this callback's too
+
     def __init__(self, layers: str | Sequence = "all", histogram_every_n_epochs: int = 0, **settings: Any):
-        self.bounds = BDNNDsd(**settings)
+        self.bounds = self.tensor_core(**settings)
         self.layers = check_layers(layers)
         every = histogram_every_n_epochs
         require(is_whole(every), "histogram_every_n_epochs", every, "an integer ≥ 0 (0: never)")

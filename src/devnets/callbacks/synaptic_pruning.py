@@ -38,6 +38,8 @@ class SynapticPruning(Callback):
             the iteration follows each epoch's last optimiser step.
     """
 
+    tensor_core = BSP  # where ``settings`` go: its arguments are this callback's too
+
     def __init__(
         self,
         layers: str | Sequence = "all",
@@ -46,7 +48,7 @@ class SynapticPruning(Callback):
         histogram_every_n_epochs: int = 25,
         **settings: Any,
     ):
-        self.pruning = BSP(**settings)
+        self.pruning = self.tensor_core(**settings)
         self.layers = check_layers(layers)
         for key, value in (("n_neurons", n_neurons), ("n_samples", n_samples)):
             require(value is None or is_whole(value, minimum=1), key, value, "null or an integer ≥ 1")
