@@ -268,7 +268,8 @@ def runs_text(runs: pd.DataFrame) -> str:
 
 def readable(complete: pd.DataFrame, column: str, read, figure: str, what: str,
              warnings: list[str]) -> pd.DataFrame:
-    """The runs whose ``column`` ``read`` can read (as ``read_value``); a one-line warning for the others."""
+    """The runs whose ``column`` ``read`` can read, what it read in ``read_value``; one warning line names the
+    others (``figure``: the file name; ``what``: the data they lack)."""
     values = complete[column].map(read)
     has = values.notna()
     missing = complete[~has]
