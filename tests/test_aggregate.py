@@ -7,11 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
+from matplotlib import colors
 
 import devnets
-from devnets.aggregate import load_paper_tables, main
+from devnets.aggregate import load_paper_tables, main, plots
+from devnets.callbacks.run_record import weight_histograms
 from devnets.results import read_metrics, write_metrics
 
 BDNN_DSD = {"count_threshold": 10, "bound_step": 0.06, "initial_bound": 0.45}
@@ -323,19 +327,62 @@ def test_status_reads_no_torch_or_lightning(sweep):
     assert "| MNIST   | 1200    | 100    | bsp " in result.stdout
 
 
-def test_plots_are_written(capsys, sweep, tmp_path):
-    net = {"net.0.weight": torch.randn(100, 784), "net.0.bias": torch.zeros(100)}
-    net["net.3.weight"] = torch.randn(10, 100)
-    torch.save({"state_dict": net}, sweep / "paper/mnist-n1200/h100/baseline/seed0/last.ckpt")
+def final_weights(seed, scale=1.0, zero_share=0.0):
+    """A run's ``weight_histograms`` as training writes them, of a 784-100-10 MLP's random weights."""
+    generator = torch.Generator().manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(784, 100), torch.nn.Sigmoid(), torch.nn.Linear(100, 10))
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.copy_(scale * torch.randn(parameter.shape, generator=generator))
+            parameter.view(-1)[: int(zero_share * parameter.numel())] = 0
+    return weight_histograms(net)
+
+
+def zero_counts(epochs=5):
+    """BoundMask's per-epoch counts (method_stats.per_epoch) for BDNN-dsd Fig. 5."""
+    zeros = [0, 0] + [100 * k for k in range(1, epochs - 1)]
+    return {"bounded_weights": 79_400, "per_epoch": {
+        "zero_weights": zeros, "zero_bounds": zeros, "zero_weight_overlap": [0] + [z // 2 for z in zeros[:-1]],
+        "zero_bound_overlap": [0] + [z // 2 for z in zeros[:-1]], "mean_bound": [0.4] * epochs}}
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures aggregate draws, by file name, kept open to be looked into."""
+    figures = {}
+    monkeypatch.setattr(plots, "save", lambda figure, path: figures.__setitem__(path.name, figure))
+    yield figures
+    for figure in figures.values():
+        plt.close(figure)
+
+
+@pytest.fixture
+def recorded(sweep):
+    """The sweep, each run recording its final weights (as runs do since they record them) and BDNN-dsd's
+    runs their per-epoch zero counts."""
+    for path in sorted(sweep.rglob("metrics.json")):
+        metrics = read_metrics(path.parent)
+        scale = {"baseline": 1.0, "bdnn_dsd": 0.1, "bsp": 1.0}[metrics["method"]]
+        metrics["weight_histograms"] = final_weights(metrics["seed"], scale, 0.8 if metrics["method"] == "bsp" else 0)
+        if metrics["method"] == "bdnn_dsd":
+            metrics["method_stats"] = zero_counts()
+        write_metrics(path.parent, metrics)
+    return sweep
+
+
+def test_plots_are_written(capsys, recorded, tmp_path):
     for value, seed in ((5, 0), (5, 1), (20, 0), (20, 1)):  # a T_num sensitivity sweep beside the sweep
         settings = BDNN_DSD | {"count_threshold": value}
-        write_run(sweep / f"t{value}", "bdnn_dsd", seed, [40.0, 50.0, value], method_settings=settings)
-    aggregate(capsys, sweep, "--out", tmp_path / "agg")
-    for name in ("curves", "weights", "sensitivity"):
+        write_run(recorded / f"t{value}", "bdnn_dsd", seed, [40.0, 50.0, value], method_settings=settings,
+                  weight_histograms=final_weights(seed, 0.1), method_stats=zero_counts())
+    assert "warning" not in aggregate(capsys, recorded, "--out", tmp_path / "agg").err
+    for name in ("curves", "weights", "zeros", "sensitivity"):
         path = tmp_path / "agg" / f"{name}_mnist-n1200_h100.png"
-        assert path.stat().st_size > 1000, name
+        assert path.stat().st_size > 10_000, name
+    assert not list(recorded.rglob("*.ckpt"))  # drawn from the records alone
     tables = (tmp_path / "agg" / "tables.md").read_text()
-    assert "![sensitivity_mnist-n1200_h100.png](sensitivity_mnist-n1200_h100.png)" in tables
+    for name in ("weights", "zeros", "sensitivity"):
+        assert f"![{name}_mnist-n1200_h100.png]({name}_mnist-n1200_h100.png)" in tables
     assert "| 100 (count_threshold=5) " in tables  # each setting of a varied parameter is its own cell
     cells = read_csv(tmp_path / "agg" / "cells.csv")
     variants = {row["variant"]: row["n_complete"] for row in cells if row["method"] == "bdnn_dsd"}
@@ -352,11 +399,89 @@ def test_a_tuning_sweep_lists_each_setting_with_its_validation_accuracy(capsys, 
     assert row.split("|")[8].strip() == "75.00"
 
 
-def test_a_checkpoint_is_optional(capsys, sweep, tmp_path):
-    aggregate(capsys, sweep, "--out", tmp_path / "agg")
+def test_every_seed_is_drawn_with_log_counts(capsys, recorded, tmp_path, drawn):
+    aggregate(capsys, recorded, "--out", tmp_path / "agg")
+    figure = drawn["weights_mnist-n1200_h100.png"]
+    panels = [axis for axis in figure.axes if axis.get_visible()]
+    titles = [axis.get_title().splitlines()[0] for axis in panels]
+    assert titles == ["baseline (n=3)", "bdnn_dsd (n=3)", "bsp (seed 0)", "every method, mean over seeds"]
+    assert [len(axis.patches) for axis in panels] == [3, 3, 1, 3]  # a line per seed; per method on the last
+    assert all(axis.get_yscale() == "log" for axis in panels)
+    assert "weights at 0: 80.0%" in panels[2].get_title() and "weights at 0: none" in panels[0].get_title()
+    # the histograms hold every weight of every seed: 784·100 + 100·10 per run
+    counts = [patch.get_data().values.sum() for patch in panels[0].patches]
+    assert counts == [79_400] * 3
+
+
+def test_a_method_has_one_colour_and_line_style_in_every_figure(capsys, recorded, tmp_path, drawn):
+    aggregate(capsys, recorded, "--out", tmp_path / "agg")
+    curves = drawn["curves_mnist-n1200_h100.png"].axes[0]
+    weights = drawn["weights_mnist-n1200_h100.png"].axes[3]  # every method on one axis
+    for method in ("baseline", "bdnn_dsd", "bsp"):
+        style = plots.METHOD_STYLES[method]
+        line = next(line for line in curves.get_lines() if line.get_label().startswith(f"{method} ("))
+        step = next(patch for patch in weights.patches if patch.get_label() == method)
+        assert colors.to_hex(line.get_color()) == colors.to_hex(step.get_edgecolor()) == style.color.lower()
+        assert step.get_linestyle() == style.linestyle
+        assert line._unscaled_dash_pattern == step._unscaled_dash_pattern  # Line2D names any dashes '--'
+    assert curves.get_lines()[0].get_linestyle() == "--"  # the baseline: dashed
+    styles = {(style.color, str(style.linestyle)) for style in plots.METHOD_STYLES.values()}
+    assert len(styles) == len({style.color for style in plots.METHOD_STYLES.values()}) == len(plots.METHOD_STYLES)
+    zeros = drawn["zeros_mnist-n1200_h100.png"].axes[0]
+    assert colors.to_hex(zeros.get_lines()[0].get_color()) == plots.METHOD_STYLES["bdnn_dsd"].color.lower()
+
+
+def test_fig_5_counts_the_zeros_of_epoch_k_minus_1_and_those_still_zero_at_k(capsys, recorded, tmp_path, drawn):
+    aggregate(capsys, recorded, "--out", tmp_path / "agg")
+    weights, bounds = drawn["zeros_mnist-n1200_h100.png"].axes
+    assert weights.get_title() == "(a) zero weights: bdnn_dsd (n=3)"
+    assert bounds.get_title() == "(b) zero bounds: bdnn_dsd (n=3)"
+    mean_before, mean_overlap = weights.get_lines()[-2:]  # each seed's thin lines, then their mean
+    assert list(mean_before.get_xdata()) == [2, 3, 4, 5]
+    assert list(mean_before.get_ydata()) == [0, 0, 100, 200]  # zero after epochs 1..4
+    assert list(mean_overlap.get_ydata()) == [0, 0, 50, 100]  # of those, zero after epochs 2..5 too
+    assert weights.get_yscale() == "symlog" and weights.get_ylim()[1] == 79_400
+
+
+def test_a_record_without_the_figures_data_skips_it_with_one_warning(capsys, sweep, tmp_path):
+    """Records written before runs recorded their final weights: no histogram, and no checkpoint is read."""
+    run_dir = sweep / "paper/mnist-n1200/h100/baseline/seed0"
+    torch.save({"state_dict": {"net.0.weight": torch.randn(100, 784)}}, run_dir / "last.ckpt")
+    err = aggregate(capsys, sweep, "--out", tmp_path / "agg").err
     assert (tmp_path / "agg" / "curves_mnist-n1200_h100.png").exists()
     assert not (tmp_path / "agg" / "weights_mnist-n1200_h100.png").exists()
+    assert not (tmp_path / "agg" / "zeros_mnist-n1200_h100.png").exists()
     assert not (tmp_path / "agg" / "sensitivity_mnist-n1200_h100.png").exists()
+    assert err.splitlines()[:2] == [
+        "warning: no weights_mnist-n1200_h100.png: none of its 7 runs records weight_histograms (records written "
+        "before devnets recorded it)",
+        "warning: no zeros_mnist-n1200_h100.png: none of its 3 runs records zero weight and bound counts per epoch "
+        "(records written before devnets recorded it)",
+    ]
+
+
+def test_runs_without_histograms_are_left_out_of_the_figure_and_named(capsys, recorded, tmp_path, drawn):
+    for method, seed in (("baseline", 1), ("baseline", 2), ("bsp", 0)):
+        run_dir = recorded / f"paper/mnist-n1200/h100/{method}/seed{seed}"
+        write_metrics(run_dir, {**read_metrics(run_dir), "weight_histograms": None})
+    err = aggregate(capsys, recorded, "--out", tmp_path / "agg").err
+    assert ("warning: weights_mnist-n1200_h100.png leaves out 3 of 7 runs that record no weight_histograms: "
+            "baseline seeds 1 2, bsp seed 0\n") in err
+    titles = [axis.get_title().splitlines()[0] for axis in drawn["weights_mnist-n1200_h100.png"].axes]
+    assert titles[:3] == ["baseline (seed 0)", "bdnn_dsd (n=3)", "every method, mean over seeds"]
+
+
+def test_histograms_of_other_limits_add_up_bin_by_bin():
+    """Runs' histograms of other ranges (powers of 2) rebin exactly onto the widest one's bins."""
+    weights = torch.cat([0.3 * torch.randn(5000), torch.tensor([0.0, 3.0, -0.25])])
+    narrow = plots.run_histogram({"w": {"limit": 4.0, "counts": torch.histc(weights[weights != 0], 128, -4, 4)
+                                        .int().tolist(), "zeros": 1, "nonfinite": 0}})
+    wider = narrow.rebinned(16.0)
+    expected, _ = np.histogram(weights[weights != 0].numpy(), bins=np.linspace(-16, 16, 129))
+    assert wider.counts.tolist() == expected.tolist() and wider.zeros == 1 and wider.total == 5003
+    assert plots.add([narrow, wider]).counts.tolist() == (2 * expected).tolist()
+    assert plots.run_histogram({"w": {"limit": 3.0, "counts": [1, 2], "zeros": 0}}) is None  # not a power of 2
+    assert plots.run_histogram({"w": {"counts": [1, 2]}}) is None
 
 
 def test_committed_records_rebuild_the_tables_without_checkpoints(capsys, tmp_path):
@@ -364,8 +489,9 @@ def test_committed_records_rebuild_the_tables_without_checkpoints(capsys, tmp_pa
     records = tmp_path / "results" / "runs" / "paper"
     cifar = {"dataset": "cifar10", "n_train": 50000, "hidden": 10}
     for seed in range(5):
-        write_run(records.parent, "baseline", seed, **cifar)
-        staged = write_run(tmp_path / "staged", "bdnn_dsd", seed, method_settings={"counting": "consecutive"}, **cifar)
+        write_run(records.parent, "baseline", seed, weight_histograms=final_weights(seed), **cifar)
+        staged = write_run(tmp_path / "staged", "bdnn_dsd", seed, method_settings={"counting": "consecutive"},
+                           weight_histograms=final_weights(seed, 0.1), method_stats=zero_counts(), **cifar)
         write_metrics(records / "cifar10-n50000/h10/bdnn_dsd/consecutive" / f"seed{seed}", read_metrics(staged))
     truncated = records / "cifar10-n50000/h10/bdnn_dsd/consecutive/seed4/metrics.json"
     truncated.write_text(truncated.read_text()[:30])
@@ -377,7 +503,8 @@ def test_committed_records_rebuild_the_tables_without_checkpoints(capsys, tmp_pa
     cells = read_csv(out / "cells.csv")
     assert [(row["method"], row["n_complete"], row["unreadable_seeds"]) for row in cells] == [
         ("baseline", "5", ""), ("bdnn_dsd", "4", "4")]
-    assert (out / "curves_cifar10-n50000_h10.png").exists() and not list(out.glob("weights_*"))
+    assert sorted(path.name for path in out.glob("*.png")) == [
+        "curves_cifar10-n50000_h10.png", "weights_cifar10-n50000_h10.png", "zeros_cifar10-n50000_h10.png"]
 
 
 @pytest.mark.parametrize("problem", ["missing", "empty", "file"])
@@ -430,4 +557,5 @@ def test_two_real_runs_aggregate(capsys, run, tmp_path):
     assert {row["method"] for row in cells} == {"baseline", "dropout"}
     assert all(row["n_complete"] == "1" and row["missing_seeds"] == "" for row in cells)
     assert math.isfinite(float(cell(cells, "dropout", hidden="16")["L_mean"]))
-    assert (tmp_path / "agg" / "weights_mnist-n200_h16.png").stat().st_size > 1000
+    assert (tmp_path / "agg" / "weights_mnist-n200_h16.png").stat().st_size > 10_000
+    assert "warning" not in capsys.readouterr().err

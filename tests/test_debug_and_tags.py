@@ -57,7 +57,7 @@ def test_fast_dev_run_trains_one_batch_saves_no_checkpoint_and_is_never_skipped(
     first = run("debug=fast_dev_run")
     assert first["experiment"] == "debug" and first["epochs"] == 1 and first["tags"] == ["debug"]
     assert not (tmp_path / "run" / "last.ckpt").exists()
-    assert not (tmp_path / "run" / "tensorboard").exists()
+    assert not (tmp_path / "run" / "tensorboard").exists() and not list((tmp_path / "run").glob("events.out.*"))
     written = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
     run("debug=fast_dev_run")
     assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns != written

@@ -83,10 +83,21 @@ class RunInterrupted(RuntimeError):
     """SIGTERM or Ctrl-C stopped the run; rerunning the same command resumes it."""
 
 
+# Where a run's TensorBoard event files went before they went straight into its folder (conf/logger/tensorboard.yaml).
+LEGACY_TENSORBOARD = "tensorboard"
+
+
+def tensorboard_name(run_dir: str) -> str:
+    """The TensorBoard logger's ``name``: '' (event files in the run's folder, so TensorBoard names the run by its
+    folder), or ``tensorboard`` for a run begun when they went there, which keeps its curves in one place."""
+    return LEGACY_TENSORBOARD if (Path(run_dir) / LEGACY_TENSORBOARD).is_dir() else ""
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("data_input_dim", lambda name: DATASETS[name].input_dim, replace=True)
     OmegaConf.register_new_resolver("data_shape", lambda name: list(DATASETS[name].shape), replace=True)
     OmegaConf.register_new_resolver("subfolder", lambda name: f"{name}/" if name else "", replace=True)
+    OmegaConf.register_new_resolver("tensorboard_name", tensorboard_name, replace=True)
 
 
 register_resolvers()
@@ -458,6 +469,7 @@ def results(record: RunRecord, method_callbacks: list) -> dict[str, Any]:
         "train_seconds": record.train_seconds,
         **curves,
         "method_stats": method_stats,
+        "weight_histograms": record.weight_histograms,
     }
 
 

@@ -18,8 +18,9 @@ Written to ``--out`` (default ``<first sweep dir>/aggregate/``):
 - ``claims.csv`` and the *Claims* section of tables.md: each of the papers' claims (devnets.claims) per
   cell, our value beside the paper's, its seeds and epochs, and where it holds: ``not judged`` in a cell
   off the papers' protocol (fewer than 5 seeds, or other than 500 epochs) unless ``--judge-any-protocol``.
-- PNG plots: mean ± std test-accuracy curves per cell, final weight histograms from ``last.ckpt``,
-  and BDNN-dsd's sensitivity to T_num, R_d and R_i when a sweep varies them.
+- PNG plots (devnets.aggregate.plots), from the records alone: mean ± std test-accuracy curves per cell,
+  every seed's final weight histograms (``weight_histograms``), BDNN-dsd's zero weights and bounds per
+  epoch (its Fig. 5), and its sensitivity to T_num, R_d and R_i when a sweep varies them.
 
 Accuracies are final test accuracies in %, mean ± sample std (ddof=1) over seeds. L is the
 convergence rate of devnets.convergence, against the baseline and against dropout (``--against``

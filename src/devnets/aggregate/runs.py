@@ -73,7 +73,8 @@ def run_record(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"no {', '.join(absent)}")
     config = metrics.get("config") or {}
     method_settings = config.get("method") or {}
-    compression = number((metrics.get("method_stats") or {}).get("compression"))
+    method_stats = metrics.get("method_stats") or {}
+    compression = number(method_stats.get("compression"))
     max_epochs = number(first_given(
         metrics.get("max_epochs"), (config.get("trainer") or {}).get("max_epochs"), metrics.get("epochs")))
     settings = flat_settings(config)
@@ -100,6 +101,10 @@ def run_record(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         "final_val_acc": number((metrics.get("val_acc") or [math.nan])[-1]),
         "error": str(metrics.get("error") or ""),
         "test_acc": [number(value) for value in metrics.get("test_acc") or []],
+        # for the plots: the final weights' histograms (runs since they were recorded), BDNN-dsd's per-epoch counts
+        "weight_histograms": metrics.get("weight_histograms") or None,
+        "per_epoch": method_stats.get("per_epoch") or None,
+        "bounded_weights": number(method_stats.get("bounded_weights")),
         "settings": settings,
         "method_settings": json.dumps(
             {key: value for key, value in method_settings.items() if key not in ("name", "callbacks")},

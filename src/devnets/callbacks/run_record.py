@@ -1,5 +1,7 @@
 """The run's record, kept beside any LightningModule: per-epoch curves, divergence, training time and the
-torch RNG states, all in checkpoints, so a resumed run continues exactly as an uninterrupted one.
+torch RNG states, all in checkpoints, so a resumed run continues exactly as an uninterrupted one; and,
+when training ends, a histogram of each weight matrix (``weight_histograms``), from which devnets-aggregate
+draws the final weight distributions (BDNN-dsd Fig. 3, BSP Fig. 4) without reading any checkpoint.
 
 The training loss is the mean over the epoch's samples of what ``training_step`` returns (the loss, or a
 dict holding it under ``loss``). The evaluation curves are what the module logs after each validation
@@ -30,11 +32,45 @@ EVALUATION = {"test_acc": "test/acc", "test_loss": "test/loss", "val_acc": "val/
 REQUIRED = ("test/acc", "test/loss")
 # One line per epoch: in a run of devnets.train, train.log only (conf/hydra/default.yaml).
 epoch_log = logging.getLogger("devnets.epochs")
+# Bins of each final weight histogram: an even count, so that 0 is a bin edge.
+HISTOGRAM_BINS = 128
+
+
+@torch.no_grad()
+def weight_histograms(module: torch.nn.Module, bins: int = HISTOGRAM_BINS) -> dict[str, dict[str, Any]]:
+    """Per weight matrix of ``module`` (every parameter of two or more dimensions), by its name:
+
+    - ``limit``: the smallest power of 2 at or above the largest finite |w| (1 when there is none);
+    - ``counts``: the nonzero finite weights in ``bins`` equal bins over [-limit, limit]. As 0 is a bin
+      edge and every limit a power of 2, any run's bins merge exactly into those of a wider limit, so
+      runs, seeds and matrices add up bin by bin;
+    - ``zeros``: the weights exactly 0 (pruned, or held by a zero bound); ``nonfinite``: NaN or ±inf.
+
+    About 1 KB of metrics.json per matrix.
+    """
+    histograms = {}
+    for name, weight in module.named_parameters():
+        if weight.ndim < 2:
+            continue
+        values = weight.detach().flatten().float()
+        finite = values[torch.isfinite(values)]
+        largest = finite.abs().max().item() if finite.numel() else 0.0
+        limit = 2.0 ** math.ceil(math.log2(largest)) if largest > 0 else 1.0
+        nonzero = finite[finite != 0]
+        counts = torch.histc(nonzero, bins=bins, min=-limit, max=limit) if nonzero.numel() else torch.zeros(bins)
+        histograms[name] = {
+            "limit": limit,
+            "counts": [int(count) for count in counts.round().tolist()],
+            "zeros": int((finite == 0).sum()),
+            "nonfinite": values.numel() - finite.numel(),
+        }
+    return histograms
 
 
 class RunRecord(Callback):
     """Keeps ``history`` (train_loss, test_acc, test_loss and, where logged, val_acc and val_loss, one
-    value per epoch), ``diverged_epoch`` (1-based; the run stops there) and ``train_seconds``.
+    value per epoch), ``diverged_epoch`` (1-based; the run stops there), ``train_seconds`` and, once
+    training ends, ``weight_histograms`` (:func:`weight_histograms` of the final weights).
 
     Lightning calls non-monitoring callbacks' ``on_train_epoch_end`` before its checkpoint callback's,
     so a checkpoint always holds whole epochs.
@@ -47,6 +83,7 @@ class RunRecord(Callback):
         self._loss_sum = torch.zeros(())
         self._count = 0
         self._epoch_started = 0.0
+        self.weight_histograms: dict[str, dict[str, Any]] | None = None
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._loss_sum, self._count = torch.zeros((), device=pl_module.device), 0
@@ -84,6 +121,9 @@ class RunRecord(Callback):
         if not math.isfinite(loss) or loss > DIVERGED_LOSS_FACTOR * chance:
             self.diverged_epoch = trainer.current_epoch + 1
             trainer.should_stop = True
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.weight_histograms = weight_histograms(pl_module)
 
     def state_dict(self) -> dict[str, Any]:
         return {
