@@ -20,6 +20,7 @@ BAD_SETTINGS = [
     (["model.momentum=1.5"], "model.momentum=1.5 is not allowed: a number in [0, 1)"),
     (["model.loss=hinge"], "model.loss='hinge' is not allowed: one of ['cross_entropy', 'mse']"),
     (["model.init=he"], "model.init='he' is not allowed: one of ['torch', 'glorot']"),
+    (["model.input_activation=tanh"], "model.input_activation='tanh' is not allowed: one of ['none', 'sigmoid']"),
     (["method=dropout", "method.p=1.0"], "method.p=1.0 is not allowed: a number in [0, 1)"),
     (["method=dropout", "method.p=-0.1"], "method.p=-0.1 is not allowed: a number in [0, 1)"),
     (["method=l2", "method.l2=-1"], "method.l2=-1 is not allowed: a finite number ≥ 0"),

@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
+from conftest import compose_config
 from devnets.model import MLPClassifier
+from devnets.train import identity, run_settings
 
 
 def test_mse_is_the_squared_error_of_the_softmax_against_one_hot():
@@ -40,3 +42,20 @@ def test_torch_init_is_nn_linear_default():
     for largest, limit in zip(weight_limits(model), [1 / math.sqrt(784), 1 / math.sqrt(100)], strict=True):
         assert 0.95 * limit < largest <= limit
     assert model.net[0].bias.abs().max() > 0
+
+
+def test_sigmoid_input_neurons_squash_the_pixels_before_the_first_layer():
+    torch.manual_seed(0)
+    plain = MLPClassifier(input_dim=2, hidden=3, num_classes=2)
+    squashing = MLPClassifier(input_dim=2, hidden=3, num_classes=2, input_activation="sigmoid")
+    squashing.load_state_dict(plain.state_dict())  # the same weights: no buffer or parameter is added
+    pixels = torch.tensor([[0.0, 1.0]])
+    assert torch.equal(squashing(pixels), plain(torch.tensor([[0.5, 1 / (1 + math.exp(-1))]])))
+    assert not torch.equal(squashing(pixels), plain(pixels))
+
+
+def test_a_run_recorded_before_input_activation_existed_keeps_its_identity():
+    settings = run_settings(compose_config())
+    recorded = {**settings, "model": {k: v for k, v in settings["model"].items() if k != "input_activation"}}
+    assert identity(recorded) == settings
+    assert identity(recorded) != run_settings(compose_config("model.input_activation=sigmoid"))

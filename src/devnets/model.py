@@ -21,6 +21,9 @@ LOSSES = ("cross_entropy", "mse")
 # torch: nn.Linear's own, U(±1/√fan_in) for weights and biases; glorot: Keras' Dense default,
 # U(±√(6/(fan_in + fan_out))) weights and zero biases. The papers do not say (docs/reproduction.md).
 INITS = ("torch", "glorot")
+# none: pixels / 255 go straight to the first layer; sigmoid: the input neurons apply the sigmoid to them, as
+# both papers' "the activation function for neurons in the input and hidden layers is the sigmoid" reads.
+INPUT_ACTIVATIONS = ("none", "sigmoid")
 # LeNet-5 reads 32×32 images; 28×28 ones are padded by 2 in its first convolution, as LeCun padded MNIST.
 LENET_SIDES = (28, 32)
 
@@ -28,7 +31,8 @@ LENET_SIDES = (28, 32)
 class ImageClassifier(L.LightningModule):
     """What both models share: the loss, the optimiser, the initialisation and the test curves.
 
-    ``l2`` is the coefficient λ of the penalty (λ/2)·Σw² on the weights of the layers (biases are not
+    ``input_activation`` is applied to the pixels before the first layer (``sigmoid``: the papers' input
+    neurons). ``l2`` is the coefficient λ of the penalty (λ/2)·Σw² on the weights of the layers (biases are not
     penalised); its gradient λw is applied through SGD's ``weight_decay`` on the weights' parameter
     group, which is the same update without building the penalty every step. ``training_step`` returns
     the batch's mean loss; after each validation epoch the module logs ``test/acc`` and ``test/loss``
@@ -44,6 +48,7 @@ class ImageClassifier(L.LightningModule):
         l2: float = 0.0,
         loss: str = "cross_entropy",
         init: str = "torch",
+        input_activation: str = "none",
     ):
         super().__init__()
         require(is_whole(num_classes, minimum=2), "num_classes", num_classes, "an integer ≥ 2")
@@ -53,7 +58,10 @@ class ImageClassifier(L.LightningModule):
         require(is_number(l2) and l2 >= 0, "l2", l2, "a finite number ≥ 0")
         require(loss in LOSSES, "loss", loss, f"one of {list(LOSSES)}")
         require(init in INITS, "init", init, f"one of {list(INITS)}")
+        require(input_activation in INPUT_ACTIVATIONS, "input_activation", input_activation,
+                f"one of {list(INPUT_ACTIVATIONS)}")
         self.save_hyperparameters()  # these and the subclass's own arguments
+        self.input_activation = nn.Sigmoid() if input_activation == "sigmoid" else nn.Identity()
         self._eval_sums: dict[int, torch.Tensor] = {}
 
     def initialise(self) -> None:
@@ -113,7 +121,7 @@ class MLPClassifier(ImageClassifier):
     """The papers' MLP: flattened inputs -> Linear -> sigmoid -> (dropout) -> Linear -> softmax.
 
     ``settings``: :class:`ImageClassifier`'s (``num_classes``, ``lr``, ``momentum``, ``dropout``, ``l2``,
-    ``loss``, ``init``).
+    ``loss``, ``init``, ``input_activation``).
     """
 
     def __init__(self, input_dim: int = 784, hidden: int = 100, **settings: Any):
@@ -130,7 +138,7 @@ class MLPClassifier(ImageClassifier):
         self.initialise()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(1))
+        return self.net(self.input_activation(x.flatten(1)))
 
 
 class LeNet(ImageClassifier):
@@ -169,4 +177,4 @@ class LeNet(ImageClassifier):
         self.initialise()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(self.input_activation(x))

@@ -66,6 +66,9 @@ NOT_SETTINGS = (
     "histogram_every_n_epochs", "data.root", "data.download", "trainer.max_epochs", "trainer.enable_progress_bar",
     "method.callbacks",  # which classes carry the method: method.name says so (older runs kept copies here)
 )
+# Settings added after runs were recorded, with the value those runs had: a record without one is the run the
+# default gives today, so finished runs stay finished and checkpoints stay usable.
+ADDED_SETTINGS = {"model.input_activation": "none"}
 # The method keys the model reads (model.dropout: ${method.p}, model.l2: ${method.l2}), or that say which
 # method it is; every other method.* key is an argument of one of the method's callbacks.
 METHOD_KEYS = ("name", "p", "l2", "callbacks")
@@ -132,8 +135,13 @@ def run_summary(cfg: DictConfig) -> dict[str, Any]:
 
 
 def identity(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` (a resolved config, or the one a run recorded) without the NOT_SETTINGS keys."""
+    """``settings`` (a resolved config, or the one a run recorded) without the NOT_SETTINGS keys, and with the
+    default of each ADDED_SETTINGS key a run recorded before that key existed."""
     settings = copy.deepcopy(settings)
+    for key, default in ADDED_SETTINGS.items():
+        node, _, name = key.rpartition(".")
+        if isinstance(settings.get(node), dict):
+            settings[node].setdefault(name, default)
     for key in NOT_SETTINGS:
         node, _, name = key.rpartition(".")
         parent = settings.get(node) if node else settings
