@@ -127,9 +127,10 @@ up() {
   [ -s /etc/munge/munge.key ] || { mungekey --create 2>/dev/null || create-munge-key; }
   running /run/munge/munged.pid || runuser -u munge -- /usr/sbin/munged
   wait_for 10 munge sh -c 'munge -n | unmunge'
+  # MariaDB on its socket only, reading no /etc/mysql options (a plugin removed since would stop it).
   if ! running /run/mysqld/mysqld.pid; then
-    setsid /usr/sbin/mariadbd --user=mysql --pid-file=/run/mysqld/mysqld.pid --socket=/run/mysqld/mysqld.sock \
-      > "$LOGS/mariadb.log" 2>&1 < /dev/null &
+    setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir=/var/lib/mysql --skip-networking \
+      --pid-file=/run/mysqld/mysqld.pid --socket=/run/mysqld/mysqld.sock > "$LOGS/mariadb.log" 2>&1 < /dev/null &
   fi
   wait_for 30 MariaDB test -S /run/mysqld/mysqld.sock
   running /run/slurm/slurmdbd.pid || /usr/sbin/slurmdbd
