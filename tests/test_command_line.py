@@ -7,6 +7,7 @@ import pytest
 
 from devnets import PROJECT_ROOT
 from devnets.overrides import BadOverride, check_overrides
+from devnets.results import read_metrics
 
 METHODS = "one of [baseline, bdnn_dsd, bdnn_dsd+bsp, bsp, dropout, l2]"
 BAD_OVERRIDES = [
@@ -74,3 +75,27 @@ def test_hydra_flags_still_reach_hydra():
     completed = train_command("--cfg", "job", "method=bsp", "tags=[a]")
     assert completed.returncode == 0, completed.stderr
     assert "name: bsp" in completed.stdout and "- a" in completed.stdout
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """The modules a ``python -X importtime`` run imported."""
+    return {line.split("|")[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_a_finished_run_is_recognised_before_torch_is_imported(run, data_root, tmp_path):
+    settings = (f"data.root={data_root}", "data.n_train=200", "data.batch_size=50", "model.hidden=16",
+                "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu")
+    done = run(run_dir=tmp_path / "run")  # the same settings (conftest's make_config)
+    again = subprocess.run([sys.executable, "-X", "importtime", "scripts/train.py", *settings,
+                            f"hydra.run.dir={tmp_path / 'run'}"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{tmp_path / 'run'} already holds a complete run; nothing to do" in again.stdout
+    imported = imported_modules(again.stderr)
+    assert "hydra" in imported and not {"torch", "lightning"} & imported
+    assert read_metrics(tmp_path / "run") == done
+
+    # Any doubt goes to the run itself, which reports it: here a bad setting on the finished run.
+    bad = subprocess.run([sys.executable, "scripts/train.py", *settings, "threads=0",
+                          f"hydra.run.dir={tmp_path / 'run'}"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == "error: threads=0 is not allowed: null or an integer ≥ 1"

@@ -1,6 +1,7 @@
 """A run's folder, checkpoint and record belong to that run only (issue 14): names, identity, locks, cache."""
 
 import gzip
+import os
 import shutil
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 import pytest
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from submitit.core.utils import UncompletedJobError
 
 import devnets.train
 from conftest import write_mnist_like
@@ -82,8 +84,9 @@ def test_a_finished_run_is_extended_by_more_epochs_and_refuses_fewer(run, tmp_pa
         run("trainer.max_epochs=3")
 
 
-@pytest.mark.parametrize("stop", [KeyboardInterrupt, SIGTERMException])
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SIGTERMException, UncompletedJobError])
 def test_a_stopped_run_reads_interrupted_keeps_its_curves_and_resumes(run, stop_at, tmp_path, stop):
+    """Ctrl-C; SIGTERM (scancel); submitit's time-out handler once max_num_timeout is spent."""
     settings = ("trainer.max_epochs=4", "checkpoint_every_n_epochs=1")
     whole = run(*settings, run_dir=tmp_path / "whole")
     lift = stop_at(2, stop)
@@ -116,6 +119,31 @@ def test_the_unpacked_copy_of_a_flat_folder_follows_its_source(tmp_path):
     assert refreshed != first
     images = refreshed / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
     assert images.read_bytes() == gzip.decompress((flat / "fashion-mnist/train-images-idx3-ubyte.gz").read_bytes())
+
+
+def test_sigterm_before_training_ends_the_run_even_where_a_handler_only_logs_it(run, tmp_path, monkeypatch):
+    """submitit only logs SIGTERM in a SLURM job; a run scancel'ed while it loads still ends, with no record
+    reading ``running``."""
+    logged = []
+
+    def log_only(signum, frame):
+        logged.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, log_only)
+
+    def terminated(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs here
+
+    monkeypatch.setattr(devnets.train, "usable_checkpoint", terminated)
+    try:
+        with pytest.raises(SystemExit):
+            run()
+        assert signal.getsignal(signal.SIGTERM) is log_only  # the run's own handler is gone with it
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert logged == [signal.SIGTERM]
+    assert read_metrics(tmp_path / "run") is None
 
 
 def test_a_full_disk_is_one_line_naming_the_file(data_root, tmp_path, monkeypatch):

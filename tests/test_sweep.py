@@ -6,10 +6,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
 
 from conftest import compose_config
 from devnets import PROJECT_ROOT
@@ -45,7 +47,7 @@ def test_cifar_experiment_uses_cifar():
 
 def test_slurm_launcher_composes():
     cfg = hydra_config("experiment=grid_full", "hydra/launcher=slurm", "hydra.launcher.partition=cpu")
-    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.devnets_launcher.slurm_launcher.SlurmLauncher"
     assert cfg.hydra.launcher.partition == "cpu" and cfg.hydra.launcher.timeout_min == 240
     assert cfg.hydra.launcher.max_num_timeout == 3  # a time-out is requeued, not recorded as failed
     assert cfg.hydra.launcher.cpus_per_task == cfg.threads == 1
@@ -62,9 +64,9 @@ def test_dropout_rate_follows_bsp_table_1(hidden, n_train, p):
     assert compose_config("method=dropout", "method.p=0.25").method.p == 0.25
 
 
-def sweep(data_root, sweep_dir, *overrides):
+def sweep(data_root, sweep_dir, *overrides, python=()):
     return subprocess.run(
-        [sys.executable, "scripts/train.py", "-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep_dir}",
+        [sys.executable, *python, "scripts/train.py", "-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep_dir}",
          f"data.root={data_root}", "model.hidden=8", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
          "threads=1", *(overrides or ("data.n_train=200,5000",))],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
@@ -81,9 +83,39 @@ def test_joblib_sweep_runs_skips_finished_jobs_and_lists_failures(data_root, tmp
     assert first.stderr.strip().splitlines()[-2:] == ["1 of 2 jobs did not finish:", f"  data.n_train=5000: {failed}"]
     finished_at = (done / "metrics.json").stat().st_mtime_ns
 
-    again = sweep(data_root, tmp_path)
-    assert f"{done} holds a complete run; not launched" in again.stderr + again.stdout
+    # A finished job is left out before anything is launched, and before torch is imported (-X importtime
+    # lists every import of the sweep's process).
+    again = sweep(data_root, tmp_path, "data.n_train=200", python=("-X", "importtime"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{done} holds a complete run; not launched" in again.stdout
+    assert "1 of 1 jobs hold finished runs; launching the other 0" in again.stdout
     assert (done / "metrics.json").stat().st_mtime_ns == finished_at
+    imported = {line.split("|")[-1].strip() for line in again.stderr.splitlines() if line.startswith("import time:")}
+    assert "joblib" in imported and not {"torch", "lightning"} & imported
+
+
+def test_a_sweep_composes_each_config_of_a_group_choice_once_and_derives_the_others_as_hydra_composes_them():
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.devnets_launcher.jobs import SweepConfigs
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("train", ["experiment=grid_1200", "data.root=/data", "model.lr=0.2"],
+                                           run_mode=RunMode.MULTIRUN)
+        jobs = [["data.root=/data", "model.lr=0.2", f"data={data}", f"model.hidden={hidden}", f"method={method}",
+                 f"seed={seed}"] for data in ("mnist", "fashion_mnist") for method in ("bsp", "dropout")
+                for hidden, seed in ((10, 0), (500, 3))]
+        remembered = SweepConfigs(loader)
+        derived = [remembered(master, job) for job in jobs]
+        assert len(remembered.bases) == 4  # one composed config per (data, method)
+        for job, config in zip(jobs, derived, strict=True):
+            composed = loader.load_sweep_config(master, job)
+            assert OmegaConf.to_container(config) == OmegaConf.to_container(composed)
+            assert OmegaConf.is_struct(config) and config.hydra.job.override_dirname == "model.lr=0.2"
+        assert remembered(master, jobs[1]) is derived[1]
 
 
 def test_a_job_that_cannot_make_its_folder_fails_alone(data_root, tmp_path):
@@ -175,3 +207,61 @@ def loky_worker_of(pid: int, parent: int) -> bool:
     except OSError:
         return False
     return f"PPid:\t{parent}\n" in status and b"LokyProcess" in command
+
+
+class Watcher:
+    """submitit's sacct watcher where sacct fails (a cluster without accounting): no state for any job."""
+
+    def update(self):
+        pass
+
+    def get_info(self, job_id, mode="standard"):
+        return {}
+
+    def is_done(self, job_id, mode="standard"):
+        return False
+
+    def get_state(self, job_id, mode="standard"):
+        return "UNKNOWN"
+
+
+class CancelledJob:
+    """A SLURM job that ended without a result, as submitit's Job shows it."""
+
+    job_id = "7_1"
+    watcher = Watcher()
+
+    def __init__(self, folder: Path):
+        self.paths = SimpleNamespace(result_pickle=folder / "7_1_0_result.pkl", stdout=folder / "7_1_0_log.out")
+
+    def results(self):
+        from submitit.core.utils import UncompletedJobError
+
+        raise UncompletedJobError("Job 7_1 (task: 0) has not produced any output (state: UNKNOWN)")
+
+
+def test_without_accounting_a_job_gone_from_the_queue_ends_as_its_failure_naming_its_record(tmp_path, monkeypatch):
+    from devnets.results import write_metrics
+    from hydra_plugins.devnets_launcher import slurm_launcher
+    from hydra_plugins.devnets_launcher.jobs import report
+
+    in_queue = [{"7_1"}, {"7_1"}, set()]  # squeue lists it twice, then no more
+    monkeypatch.setattr(slurm_launcher, "queue", lambda job_ids: in_queue.pop(0) if in_queue else set())
+    monkeypatch.setattr(slurm_launcher, "POLL_S", 0)
+    monkeypatch.setattr(slurm_launcher, "GONE_AFTER_S", 0.5)
+    job = CancelledJob(tmp_path)
+    started = time.time()
+    assert slurm_launcher.wait([job]) == [job]
+    assert 0.5 <= time.time() - started < 10 and not in_queue
+
+    run_dir = tmp_path / "seed1"
+    write_metrics(run_dir, {"status": "interrupted"})
+    ended = slurm_launcher.outcome(job, ["method=bsp", "seed=1"], run_dir)
+    done = JobReturn(overrides=["method=bsp", "seed=0"], status=JobStatus.COMPLETED, _return_value=97.5)
+    with pytest.raises(SystemExit) as listed:
+        report([done, ended])
+    assert str(listed.value).splitlines() == [
+        "1 of 2 jobs did not finish:",
+        f"  seed=1: {run_dir} (SLURM job 7_1 UNKNOWN, its metrics.json reads interrupted; "
+        f"log: {tmp_path}/7_1_0_log.out)",
+    ]

@@ -14,7 +14,6 @@ import hashlib
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -23,36 +22,15 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
 from devnets import PROJECT_ROOT
+from devnets.dataset_info import DATASETS, DatasetInfo
 from devnets.errors import is_whole, require
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    torchvision_class: type
-    train_size: int
-    shape: tuple[int, int, int]  # (channels, height, width)
-    num_classes: int
-    debian_folder: str | None = None  # a Debian package's flat folder of gz IDX files
-
-    @property
-    def input_dim(self) -> int:
-        """The length of a flattened image."""
-        channels, height, width = self.shape
-        return channels * height * width
-
-    @property
-    def folder(self) -> str:
-        """The folder torchvision expects under the root."""
-        if self.torchvision_class is datasets.CIFAR10:
-            return self.torchvision_class.base_folder
-        return self.torchvision_class.__name__
+def torchvision_class(info: DatasetInfo) -> type:
+    """The torchvision.datasets class that reads ``info``'s files."""
+    return getattr(datasets, info.torchvision_name)
 
 
-DATASETS = {
-    "mnist": DatasetInfo(datasets.MNIST, 60_000, (1, 28, 28), 10),
-    "fashion_mnist": DatasetInfo(datasets.FashionMNIST, 60_000, (1, 28, 28), 10, debian_folder="fashion-mnist"),
-    "cifar10": DatasetInfo(datasets.CIFAR10, 50_000, (3, 32, 32), 10),
-}
 SUBSETS = ("random", "balanced")
 
 
@@ -83,7 +61,7 @@ def _unpack_flat_idx(info: DatasetInfo, root: Path) -> Path | None:
     copy is keyed by the source folder and each source file's size and mtime, so a changed or other
     source is unpacked afresh, never served from a stale copy.
     """
-    if not issubclass(info.torchvision_class, datasets.MNIST):
+    if not issubclass(torchvision_class(info), datasets.MNIST):
         return None
     names = _idx_names(info)
     for flat in ([root / info.debian_folder] if info.debian_folder else []) + [root]:
@@ -107,22 +85,22 @@ def _unpack_flat_idx(info: DatasetInfo, root: Path) -> Path | None:
 
 def _idx_names(info: DatasetInfo) -> list[str]:
     """The uncompressed IDX file names torchvision's MNIST-style classes read."""
-    return [os.path.splitext(os.path.basename(url))[0] for url, _ in info.torchvision_class.resources]
+    return [os.path.splitext(os.path.basename(url))[0] for url, _ in torchvision_class(info).resources]
 
 
 def _files_of(info: DatasetInfo, root: Path) -> list[Path]:
     """Every file torchvision reads for ``info`` under ``root``."""
     folder = root / info.folder
-    if info.torchvision_class is datasets.CIFAR10:
-        entries = info.torchvision_class.train_list + info.torchvision_class.test_list
-        return [folder / name for name, _ in entries] + [folder / info.torchvision_class.meta["filename"]]
+    cls = torchvision_class(info)
+    if cls is datasets.CIFAR10:
+        return [folder / name for name, _ in cls.train_list + cls.test_list] + [folder / cls.meta["filename"]]
     return [folder / "raw" / name for name in _idx_names(info)]
 
 
 def _read(info: DatasetInfo, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One split as (float32 pixels in [0, 1], shaped (N, channels, height, width); int64 labels)."""
     try:
-        dataset = info.torchvision_class(str(root), train=train, download=False)
+        dataset = torchvision_class(info)(str(root), train=train, download=False)
     except Exception as error:  # every file exists (locate), so torchvision failed on a damaged one
         raise DataCorrupt(_describe_corruption(info, root, error)) from error
     pixels = torch.as_tensor(dataset.data)
@@ -135,7 +113,7 @@ def _read(info: DatasetInfo, root: Path, train: bool) -> tuple[torch.Tensor, tor
 
 def _describe_corruption(info: DatasetInfo, root: Path, error: Exception) -> str:
     culprit = root / info.folder
-    if issubclass(info.torchvision_class, datasets.MNIST):
+    if issubclass(torchvision_class(info), datasets.MNIST):
         for path in _files_of(info, root):
             try:
                 datasets.mnist.read_sn3_pascalvincent_tensor(str(path))
@@ -143,7 +121,7 @@ def _describe_corruption(info: DatasetInfo, root: Path, error: Exception) -> str
                 culprit = path
                 break
     else:
-        cls = info.torchvision_class
+        cls = torchvision_class(info)
         expected = {name: md5 for name, md5 in cls.train_list + cls.test_list} | {cls.meta["filename"]: cls.meta["md5"]}
         culprit = next((p for p in _files_of(info, root) if not check_integrity(str(p), expected[p.name])), culprit)
     detail = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -162,8 +140,8 @@ def locate(name: str, root: str | os.PathLike | None, download: bool = False) ->
             return unpacked
     if download:
         target = candidates[0] if root is not None else PROJECT_ROOT / "data"
-        info.torchvision_class(str(target), train=True, download=True)
-        info.torchvision_class(str(target), train=False, download=True)
+        torchvision_class(info)(str(target), train=True, download=True)
+        torchvision_class(info)(str(target), train=False, download=True)
         return target
     searched = ", ".join(str(c) for c in candidates)
     raise DataNotFound(

@@ -3,26 +3,31 @@
 Hydra reports a misspelled option or key only after devnets.train has imported torch and Lightning,
 in many lines (the config search path, a hint to add ``+``). This module imports neither: it composes
 the config with Hydra's compose API and reports the first bad override in one line naming the closest
-valid option or key, then hands the command line to :func:`devnets.train.main` unchanged.
+valid option or key, then hands the command line to Hydra unchanged, with :func:`run` as the task: a run
+whose folder holds it finished is reported there, still without torch.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 
+import hydra
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override, OverrideType
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from devnets import PROJECT_ROOT
+from devnets.run_folder import finished_run
 
 CONF_DIR = PROJECT_ROOT / "conf"
 CONFIG_NAME = "train"
+log = logging.getLogger("devnets")
 
 
 class BadOverride(ValueError):
@@ -102,14 +107,25 @@ def check_overrides(overrides: list[str], multirun: bool = False, config_name: s
             raise BadOverride(one_line(error)) from None
 
 
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
+def run(cfg: DictConfig) -> float | None:
+    """A run, or a sweep's job: one its folder already holds, finished, is reported without importing torch or
+    Lightning (about a second); any other is :func:`devnets.train.job`'s."""
+    previous = finished_run(cfg, cfg.paths.output_dir)
+    if previous is not None:
+        log.info("%s already holds a %s run; nothing to do", cfg.paths.output_dir, previous["status"])
+        return previous["final_test_acc"]
+    from devnets.train import job  # torch and Lightning
+
+    return job(cfg)
+
+
 def main() -> None:
-    """``devnets-train`` and ``scripts/train.py``: check the overrides, then train."""
+    """``devnets-train`` and ``scripts/train.py``: check the overrides, then run."""
     args = get_args_parser().parse_args()
     if args.overrides and not (args.config_path or args.config_dir or args.shell_completion):
         try:
             check_overrides(args.overrides, args.multirun, args.config_name or CONFIG_NAME)
         except BadOverride as error:
             raise SystemExit(f"error: {error}") from None
-    from devnets.train import main as train
-
-    train()
+    run()

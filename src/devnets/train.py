@@ -10,13 +10,15 @@ differ. One process at a time holds a run's folder (``.lock``, released by the O
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import inspect
 import logging
 import os
 import re
 import shutil
+import signal
+import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,11 +42,20 @@ from devnets.callbacks.run_identity import RunIdentity, checkpoint_identity
 from devnets.callbacks.run_record import RunRecord
 from devnets.callbacks.weight_histograms import WeightHistograms
 from devnets.config_tree import config_tree
-from devnets.data import DATASETS, DataCorrupt, DataNotFound
-from devnets.errors import InvalidSetting, is_whole, require
+from devnets.data import DataCorrupt, DataNotFound
+from devnets.errors import InvalidSetting
 from devnets.methods.weights import select_weights
 from devnets.overrides import CONF_DIR, closest
-from devnets.results import CorruptMetrics, read_metrics, write_metrics
+from devnets.results import read_metrics, write_metrics
+from devnets.run_folder import (  # noqa: F401 (NOT_SETTINGS: where tests and users found it before)
+    NOT_SETTINGS,
+    RunConflict,
+    check_run_settings,
+    identity,
+    is_finished,
+    previous_run,
+    run_settings,
+)
 
 log = logging.getLogger("devnets")
 # Console lines that are not for devnets' users: last.ckpt shares the run's folder with metrics.json on
@@ -58,17 +69,6 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
 
 CHECKPOINT = "last.ckpt"
 LOCK_FILE = ".lock"
-# Keys that say where, how fast or how long a run goes, not what it computes: a rerun may change them
-# (a larger trainer.max_epochs extends a finished run). conf/hydra/default.yaml leaves the same keys out
-# of folder names.
-NOT_SETTINGS = (
-    "per_cell", "logger", "paths", "threads", "experiment_name", "tags", "print_config", "checkpoint_every_n_epochs",
-    "histogram_every_n_epochs", "data.root", "data.download", "trainer.max_epochs", "trainer.enable_progress_bar",
-    "method.callbacks",  # which classes carry the method: method.name says so (older runs kept copies here)
-)
-# Settings added after runs were recorded, with the value those runs had: a record without one is the run the
-# default gives today, so finished runs stay finished and checkpoints stay usable.
-ADDED_SETTINGS = {"model.input_activation": "none"}
 # The method keys the model reads (model.dropout: ${method.p}, model.l2: ${method.l2}), or that say which
 # method it is; every other method.* key is an argument of one of the method's callbacks.
 METHOD_KEYS = ("name", "p", "l2", "callbacks")
@@ -78,32 +78,58 @@ PIPELINE_ARGUMENTS = {
 }
 
 
-class RunConflict(RuntimeError):
-    """The run's folder holds another run, or is in use by another process."""
-
-
 class RunInterrupted(RuntimeError):
-    """SIGTERM or Ctrl-C stopped the run; rerunning the same command resumes it."""
+    """SIGTERM, Ctrl-C or a SLURM time-out stopped the run; rerunning the same command resumes it."""
 
 
-# Where a run's TensorBoard event files went before they went straight into its folder (conf/logger/tensorboard.yaml).
-LEGACY_TENSORBOARD = "tensorboard"
+def stopped(error: BaseException) -> bool:
+    """Whether ``error`` stops the run rather than failing it: Ctrl-C (KeyboardInterrupt), SIGTERM (Lightning's
+    SIGTERMException and :class:`SigtermStops`, both SystemExit), and submitit's answer to SLURM's time-out
+    signal: SystemExit once it has requeued the job, UncompletedJobError when the job may not be requeued
+    again (``max_num_timeout`` spent)."""
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        return True
+    submitit_utils = sys.modules.get("submitit.core.utils")  # loaded in a job that submitit runs
+    return submitit_utils is not None and isinstance(error, submitit_utils.UncompletedJobError)
 
 
-def tensorboard_name(run_dir: str) -> str:
-    """The TensorBoard logger's ``name``: '' (event files in the run's folder, so TensorBoard names the run by its
-    folder), or ``tensorboard`` for a run begun when they went there, which keeps its curves in one place."""
-    return LEGACY_TENSORBOARD if (Path(run_dir) / LEGACY_TENSORBOARD).is_dir() else ""
+class SigtermStops:
+    """While entered, SIGTERM stops the run (SystemExit) wherever it is; within :meth:`left_to_lightning`
+    (``trainer.fit``) Lightning's own SIGTERM handler stops it at the next batch instead.
 
+    Without it a SIGTERM outside ``trainer.fit`` (loading data, saving the end) kills the process as it
+    stands, or, in a SLURM job, is only logged by submitit (which waits for its time-out signal), so a
+    scancel'ed job runs on until SLURM's SIGKILL and leaves its record reading ``running``.
+    """
 
-def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("data_input_dim", lambda name: DATASETS[name].input_dim, replace=True)
-    OmegaConf.register_new_resolver("data_shape", lambda name: list(DATASETS[name].shape), replace=True)
-    OmegaConf.register_new_resolver("subfolder", lambda name: f"{name}/" if name else "", replace=True)
-    OmegaConf.register_new_resolver("tensorboard_name", tensorboard_name, replace=True)
+    def __init__(self) -> None:
+        self.previous: Any = None
+        self.installed = self.fitting = False
 
+    def __enter__(self) -> SigtermStops:
+        # Only the main thread may set handlers; a SIGTERM someone chose to ignore stays ignored.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
+            self.previous = signal.signal(signal.SIGTERM, self.handle)
+            self.installed = True
+        return self
 
-register_resolvers()
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self.previous is None else self.previous)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if callable(self.previous):  # submitit's handler logs it
+            self.previous(signum, frame)
+        if not self.fitting:
+            raise SystemExit(128 + signum)
+
+    @contextmanager
+    def left_to_lightning(self) -> Iterator[None]:
+        self.fitting = True
+        try:
+            yield
+        finally:
+            self.fitting = False
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -132,33 +158,6 @@ def run_summary(cfg: DictConfig) -> dict[str, Any]:
     summary = {key: OmegaConf.select(cfg, path, default=None) for key, path in SUMMARY_KEYS.items()}
     return {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             for key, value in summary.items()}
-
-
-def identity(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` (a resolved config, or the one a run recorded) without the NOT_SETTINGS keys, and with the
-    default of each ADDED_SETTINGS key a run recorded before that key existed."""
-    settings = copy.deepcopy(settings)
-    for key, default in ADDED_SETTINGS.items():
-        node, _, name = key.rpartition(".")
-        if isinstance(settings.get(node), dict):
-            settings[node].setdefault(name, default)
-    for key in NOT_SETTINGS:
-        node, _, name = key.rpartition(".")
-        parent = settings.get(node) if node else settings
-        if isinstance(parent, dict):
-            parent.pop(name, None)
-    return settings
-
-
-def run_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config minus what does not change the computation: a run's identity."""
-    top_level = {key for key in NOT_SETTINGS if "." not in key} | {"hydra"}  # a launcher's config has hydra
-    resolved = {}
-    for key in cfg:
-        if key not in top_level:
-            value = cfg[key]
-            resolved[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-    return identity(resolved)
 
 
 def user_key(cfg: DictConfig, node: str, name: str) -> str:
@@ -210,37 +209,6 @@ def instantiate_node(cfg: DictConfig, node: str) -> Any:
         if isinstance(error.__cause__, InvalidSetting):
             raise error.__cause__.renamed(user_key(cfg, node, error.__cause__.key)) from None
         raise
-
-
-def check_run_settings(cfg: DictConfig) -> None:
-    """The settings train.py itself reads, and those the others interpolate from, checked before any is used."""
-    require(is_whole(cfg.seed), "seed", cfg.seed, "an integer ≥ 0")
-    epochs = cfg.trainer.max_epochs
-    require(is_whole(epochs, minimum=1), "trainer.max_epochs", epochs, "an integer ≥ 1")
-    every = cfg.checkpoint_every_n_epochs
-    require(is_whole(every, minimum=1), "checkpoint_every_n_epochs", every, "an integer ≥ 1")
-    every = cfg.histogram_every_n_epochs
-    require(is_whole(every), "histogram_every_n_epochs", every, "an integer ≥ 0 (0: never)")
-    threads = cfg.threads
-    require(threads is None or is_whole(threads, minimum=1), "threads", threads, "null or an integer ≥ 1")
-    devices = cfg.trainer.devices
-    require(devices == 1 and not isinstance(devices, bool), "trainer.devices", devices,
-            "1 (a run trains in one process; sweeps run runs side by side)")
-    tags = OmegaConf.to_container(cfg.tags) if OmegaConf.is_config(cfg.tags) else cfg.tags
-    require(isinstance(tags, list) and all(isinstance(tag, str) for tag in tags), "tags", tags,
-            "a list of words, e.g. tags=[first_try,lr_probe]")
-    fast_dev_run = cfg.trainer.get("fast_dev_run", False)
-    require(not fast_dev_run or cfg.experiment_name == "debug", "trainer.fast_dev_run", fast_dev_run,
-            "false outside experiment_name=debug (debug=fast_dev_run sets both)")
-    name = cfg.data.name
-    require(name in DATASETS, "data.name", name, f"one of {sorted(DATASETS)} (or data=NAME)")
-    info = DATASETS[name]
-    shapes = {"input_dim": info.input_dim, "input_shape": list(info.shape), "num_classes": info.num_classes}
-    for key, value in shapes.items():  # those the model takes (the MLP an input_dim, LeNet an input_shape)
-        if key in cfg.model:
-            given = OmegaConf.to_object(cfg.model[key]) if OmegaConf.is_config(cfg.model[key]) else cfg.model[key]
-            require(given == value and not isinstance(given, bool), f"model.{key}", given,
-                    f"{value}, the {name} data's")
 
 
 def build(cfg: DictConfig):
@@ -346,47 +314,6 @@ def usable_checkpoint(run_dir: Path, settings: dict[str, Any], max_epochs: int) 
     return path
 
 
-def previous_run(run_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        previous = read_metrics(run_dir)
-    except CorruptMetrics as error:
-        log.warning("%s; it will be rewritten", error)
-        return None
-    recorded = None if previous is None else previous.get("config")
-    if recorded is not None and identity(recorded) != settings:
-        raise RunConflict(
-            f"{run_dir} holds a run with other settings; pass hydra.run.dir=DIR (or experiment_name=NAME) "
-            f"to keep both, or delete that folder to replace it"
-        )
-    return previous
-
-
-def is_finished(run_dir: Path, previous: dict[str, Any] | None, max_epochs: int) -> bool:
-    """True for a diverged run, or a complete one of ``max_epochs``; a longer complete run is refused."""
-    if previous is None or previous["status"] not in ("complete", "diverged"):
-        return False
-    done = previous.get("epochs") or max_epochs
-    if previous["status"] == "complete" and done > max_epochs:
-        raise RunConflict(
-            f"{run_dir} holds a complete run of {done} epochs; trainer.max_epochs={max_epochs} is fewer: pass "
-            f"trainer.max_epochs={done} or more, or delete the folder to start over"
-        )
-    return previous["status"] == "diverged" or done == max_epochs
-
-
-def finished_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The metrics.json of the finished run ``cfg`` describes, if ``run_dir`` holds one, else None.
-
-    For a launcher that leaves finished jobs unlaunched; anything amiss (bad settings, another run's
-    record) is None, for the job itself to report when it runs.
-    """
-    try:
-        previous = previous_run(run_dir, run_settings(cfg))
-        return previous if is_finished(run_dir, previous, cfg.trainer.max_epochs) else None
-    except Exception:  # the job reports it
-        return None
-
-
 def make_trainer(cfg: DictConfig, run_dir: Path, run_callbacks: list) -> L.Trainer:
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     checkpoint = ModelCheckpoint(
@@ -418,7 +345,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str
     max_epochs = cfg.trainer.max_epochs
     # Lightning's fast_dev_run trains one batch and saves nothing: such a run is never resumed or skipped.
     fast_dev_run = bool(cfg.trainer.get("fast_dev_run", False))
-    with run_lock(run_dir):
+    with run_lock(run_dir), SigtermStops() as sigterm:
         previous = previous_run(run_dir, settings)
         if not fast_dev_run and is_finished(run_dir, previous, max_epochs):
             log.info("%s already holds a %s run; nothing to do", run_dir, previous["status"])
@@ -434,23 +361,25 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str
         record = run_record(trainer)
         checkpoint = None if fast_dev_run else usable_checkpoint(run_dir, settings, max_epochs)
         metrics = {**run_summary(cfg), "status": "running", "config": settings}
-        write_metrics(run_dir, metrics)
         try:
-            trainer.fit(model, datamodule=data, ckpt_path=checkpoint)
-        except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C and SIGTERM into SystemExit
-            write_metrics(run_dir, {**metrics, "status": "interrupted", **record.history})
-            raise RunInterrupted(
-                f"{run_dir}: interrupted ({type(stop).__name__}) after {len(record.history['test_acc'])} epochs; "
-                f"the same command resumes it from {CHECKPOINT}"
-            ) from None
-        except Exception as error:
-            write_metrics(run_dir, {**metrics, "status": "failed", "error": f"{type(error).__name__}: {error}"})
+            write_metrics(run_dir, metrics)
+            with sigterm.left_to_lightning():
+                trainer.fit(model, datamodule=data, ckpt_path=checkpoint)
+            if not fast_dev_run:
+                trainer.save_checkpoint(run_dir / CHECKPOINT, weights_only=False)
+            metrics.update(results(record, method_callbacks))
+            log_hparams(trainer, metrics)
+            metrics = write_metrics(run_dir, metrics)
+        except BaseException as error:
+            if stopped(error):
+                write_metrics(run_dir, {**metrics, "status": "interrupted", **record.history})
+                raise RunInterrupted(
+                    f"{run_dir}: interrupted ({type(error).__name__}) after {len(record.history['test_acc'])} "
+                    f"epochs; the same command resumes it from {CHECKPOINT}"
+                ) from None
+            if isinstance(error, Exception):
+                write_metrics(run_dir, {**metrics, "status": "failed", "error": f"{type(error).__name__}: {error}"})
             raise
-        if not fast_dev_run:
-            trainer.save_checkpoint(run_dir / CHECKPOINT, weights_only=False)
-        metrics.update(results(record, method_callbacks))
-        log_hparams(trainer, metrics)
-        metrics = write_metrics(run_dir, metrics)
     log.info("%s: %s, final test accuracy %.2f%%", run_dir, metrics["status"], metrics["final_test_acc"])
     return metrics
 
@@ -522,8 +451,10 @@ def disk_error(error: OSError) -> str:
 USER_ERRORS = (InvalidSetting, DataNotFound, DataCorrupt, RunConflict)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def job(cfg: DictConfig) -> float | None:
+    """A run as the command line starts it, alone or as a sweep's job: its final test accuracy, or None for a
+    job that failed (a sweep goes on; its launcher lists it). A single run's error, and any run's
+    interruption, is SystemExit with one line."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun:
         cfg.print_config = False  # a sweep's jobs print no tree: each job's .hydra/config.yaml holds it
@@ -543,6 +474,8 @@ def main(cfg: DictConfig) -> float | None:
         if not isinstance(error, RunConflict | OSError):
             record_failure(cfg, Path(cfg.paths.output_dir), error)
     except Exception as error:
+        if stopped(error):  # submitit's time-out handler, before the run had begun
+            raise SystemExit(f"interrupted: {error}") from None
         if not multirun:
             raise
         log.exception("job failed; the sweep goes on")
@@ -550,6 +483,10 @@ def main(cfg: DictConfig) -> float | None:
             record_failure(cfg, Path(cfg.paths.output_dir), error)
     return None
 
+
+# ``python -m devnets.train``. ``devnets-train`` and scripts/train.py start devnets.overrides.run, which reports
+# a finished run before torch is imported and hands any other to job().
+main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(job)
 
 if __name__ == "__main__":
     main()
