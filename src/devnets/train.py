@@ -58,12 +58,13 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
 
 CHECKPOINT = "last.ckpt"
 LOCK_FILE = ".lock"
-# Keys that say where, how fast or how long a run goes, not what it computes: a rerun may change them
-# (a larger trainer.max_epochs extends a finished run). conf/hydra/default.yaml leaves the same keys out
-# of folder names.
+# Keys that say where, how fast or how long a run goes, not what it computes: a rerun may change them (a
+# larger trainer.max_epochs extends a finished run; every model.steps_per_batch gives the same numbers).
+# conf/hydra/default.yaml leaves the same keys out of folder names.
 NOT_SETTINGS = (
     "per_cell", "logger", "paths", "threads", "experiment_name", "tags", "print_config", "checkpoint_every_n_epochs",
     "histogram_every_n_epochs", "data.root", "data.download", "trainer.max_epochs", "trainer.enable_progress_bar",
+    "model.steps_per_batch",
 )
 
 
@@ -205,6 +206,13 @@ def check_run_settings(cfg: DictConfig) -> None:
     fast_dev_run = cfg.trainer.get("fast_dev_run", False)
     require(not fast_dev_run or cfg.experiment_name == "debug", "trainer.fast_dev_run", fast_dev_run,
             "false outside experiment_name=debug (debug=fast_dev_run sets both)")
+    steps = cfg.model.get("steps_per_batch", 1)
+    if is_whole(steps, minimum=2):  # what counts Lightning batches, not optimiser steps (devnets.model)
+        for key, off in (("accumulate_grad_batches", (None, 1)), ("gradient_clip_val", (None, 0)),
+                         ("val_check_interval", (None, 1.0))):
+            value = cfg.trainer.get(key)
+            require(value in off, "model.steps_per_batch", steps,
+                    f"1 with trainer.{key}={value} (it counts Lightning batches, each of steps_per_batch steps)")
     name = cfg.data.name
     require(name in DATASETS, "data.name", name, f"one of {sorted(DATASETS)} (or data=NAME)")
     info = DATASETS[name]
