@@ -7,8 +7,10 @@ from devnets import benchmark
 
 def test_benchmark_rows_cover_the_plain_loop_and_every_method(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(benchmark, "N_TEST", 500)
-    rows = benchmark.measure([600], [8], benchmark.METHODS, epochs=2, warmup=1, rounds=2)
-    assert [row["setting"] for row in rows] == ["matmul peak", "plain loop", "lightning loop", *benchmark.METHODS]
+    rows = benchmark.measure([(600, 8, 784), (600, 8, 3072)], benchmark.METHODS, epochs=2, warmup=1, rounds=1)
+    settings = ["matmul peak", "plain loop", "lightning loop", *benchmark.METHODS, "baseline, steps_per_batch=1"]
+    assert [row["setting"] for row in rows] == settings * 2
+    assert [row["inputs"] for row in rows] == [784] * len(settings) + [3072] * len(settings)
     assert all(row["ms_per_epoch"] > 0 and row["peak_memory_mb"] > 0 for row in rows)
     assert rows[1]["ratio_to_plain"] == 1.0
 
@@ -17,5 +19,5 @@ def test_benchmark_writes_json_beside_the_table(tmp_path, capsys, monkeypatch):
     one_row = [benchmark.row("plain loop", 1, 2, 0.5, 1e9, 0.5)]
     monkeypatch.setattr(benchmark, "measure", lambda *args, **kwargs: one_row)
     benchmark.main(["--quick", "--json", str(tmp_path / "rows.json")])
-    assert capsys.readouterr().out.splitlines()[0].startswith("| setting | n_train | hidden | ms_per_epoch")
+    assert capsys.readouterr().out.splitlines()[0].startswith("| setting | inputs | n_train | hidden | ms_per_epoch")
     assert json.loads((tmp_path / "rows.json").read_text())[0]["gflops"] == 2.0

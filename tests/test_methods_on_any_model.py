@@ -287,3 +287,28 @@ def test_a_checkpoint_with_the_former_buffer_names_loads_into_the_new_ones(metho
     model.load_state_dict(former)
     for key, value in model.state_dict().items():
         assert torch.equal(value, former[f"0.{names.get(key[2:], key[2:])}"]), key
+
+
+def test_a_mask_loaded_after_the_first_steps_is_applied_at_the_next():
+    """BSP keeps what each mask implies until the mask changes: a load_state_dict changes it."""
+    layer = linear(FOUR)
+    pruning = BSP(**BSP_SETTINGS)
+    pruning.attach([(layer, "weight")], **BSP_SIZES)
+    pruning.apply_masks()  # every synapse remains: nothing to multiply
+    state = layer.state_dict()
+    state["weight_bsp_mask"] = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    layer.load_state_dict(state)
+    pruning.apply_masks()
+    assert layer.weight.tolist() == [[FOUR[0], 0, FOUR[2], 0]]
+    pruning.recount()
+    assert pruning.n_pruned == 2
+
+
+def test_a_bound_below_the_rounding_is_zero_after_the_first_time_step():
+    """Bounds are rounded to 0 below ROUNDING·R_d at the first step even when none moves (later steps
+    round only where a bound has moved)."""
+    layer = linear([0.0, 0.0])
+    bounds = BDNNDsd(initial_bound=1e-5, bound_step=0.25)
+    bounds.attach([(layer, "weight")])
+    bounds.update()
+    assert layer.weight_bdnn_bound.tolist() == [[0.0, 0.0]]

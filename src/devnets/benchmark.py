@@ -1,12 +1,15 @@
 """How close the pipeline runs to a plain PyTorch loop: ``python scripts/benchmark.py [--quick] [--json PATH]``.
 
-In one process, on synthetic data of MNIST's shape (no dataset needed), it times
+In one process, on synthetic data of MNIST's shape (784 inputs) and of CIFAR-10's (3072; no dataset
+needed), it times
 1. the machine's matmul throughput at the model's shapes,
 2. a plain PyTorch loop doing exactly the pipeline's work (same MLP, batch 600, SGD, a full test-set
    evaluation after every epoch),
 3. the same work as a bare LightningModule under a bare ``Trainer`` (no logger, checkpoint or
-   callbacks): Lightning's own price, which the pipeline cannot go below, and
-4. the devnets pipeline, through the Trainer that ``devnets.train`` builds, for every method,
+   callbacks, one optimiser step per Lightning batch): Lightning's own price per batch,
+4. the devnets pipeline, through the Trainer that ``devnets.train`` builds, for every method (at the
+   config's ``model.steps_per_batch``), and ``baseline`` at ``model.steps_per_batch=1`` (one optimiser
+   step per Lightning batch, as before that setting),
 and prints ms per epoch (the median over the epochs after each warm-up, in rounds that interleave
 the settings), GFLOP/s, the ratio to the plain loop and the process's peak memory so far.
 """
@@ -33,42 +36,49 @@ from devnets.data import ShuffledBatches
 from devnets.train import CONF_DIR, build, make_trainer
 
 METHODS = ("baseline", "dropout", "l2", "bdnn_dsd", "bsp")
-N_TEST, INPUTS, CLASSES, BATCH = 10_000, 784, 10, 600
+N_TEST, CLASSES, BATCH = 10_000, 10, 600
+# The datasets' input sizes and the config's data option of each: flattened MNIST and CIFAR-10 images.
+INPUTS = {784: "mnist", 3072: "cifar10"}
+# Every shape of the full run: (n_train, hidden, inputs); --quick: the first two.
+SHAPES = [
+    (1200, 10, 784), (1200, 100, 784), (1200, 500, 784), (60_000, 10, 784), (60_000, 100, 784), (60_000, 500, 784),
+    (50_000, 100, 3072), (50_000, 500, 3072),
+]
 
 
-def synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic(n: int, seed: int, inputs: int = 784) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(n, INPUTS, generator=generator), torch.randint(0, CLASSES, (n,), generator=generator)
+    return torch.rand(n, inputs, generator=generator), torch.randint(0, CLASSES, (n,), generator=generator)
 
 
-def epoch_flops(n_train: int, hidden: int) -> float:
+def epoch_flops(n_train: int, hidden: int, inputs: int = 784) -> float:
     """Multiply-adds x2 of one epoch: forward+backward (3 matmuls) on the training set, forward on the test set."""
-    per_sample = 2 * (INPUTS * hidden + hidden * CLASSES)
+    per_sample = 2 * (inputs * hidden + hidden * CLASSES)
     return 3 * per_sample * n_train + per_sample * N_TEST
 
 
-def matmul_gflops(hidden: int, repeats: int) -> float:
+def matmul_gflops(hidden: int, repeats: int, inputs: int = 784) -> float:
     """Throughput of the model's largest matmul (a test-set forward through the first layer)."""
-    x, w = torch.rand(N_TEST, INPUTS), torch.rand(hidden, INPUTS)
+    x, w = torch.rand(N_TEST, inputs), torch.rand(hidden, inputs)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         x @ w.T
         times.append(time.perf_counter() - start)
-    return 2 * N_TEST * INPUTS * hidden / statistics.median(times) / 1e9
+    return 2 * N_TEST * inputs * hidden / statistics.median(times) / 1e9
 
 
-def mlp(hidden: int) -> torch.nn.Sequential:
+def mlp(hidden: int, inputs: int = 784) -> torch.nn.Sequential:
     """The papers' MLP, from the same seed for the plain and the Lightning loop."""
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(INPUTS, hidden), torch.nn.Sigmoid(), torch.nn.Linear(hidden, CLASSES))
+    return torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.Sigmoid(), torch.nn.Linear(hidden, CLASSES))
 
 
-def plain_loop(n_train: int, hidden: int, epochs: int) -> list[float]:
+def plain_loop(n_train: int, hidden: int, epochs: int, inputs: int = 784) -> list[float]:
     """Seconds per epoch of a hand-written loop doing the pipeline's work."""
-    model = mlp(hidden)
-    train_x, train_y = synthetic(n_train, 1)
-    test_x, test_y = synthetic(N_TEST, 2)
+    model = mlp(hidden, inputs)
+    train_x, train_y = synthetic(n_train, 1, inputs)
+    test_x, test_y = synthetic(N_TEST, 2, inputs)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     times = []
     for epoch in range(epochs):
@@ -111,9 +121,9 @@ class EpochTimer(Callback):
 class BareModule(L.LightningModule):
     """The plain loop's work as the least a LightningModule can be: no logging, no bookkeeping."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, inputs: int = 784) -> None:
         super().__init__()
-        self.net = mlp(hidden)
+        self.net = mlp(hidden, inputs)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -130,7 +140,7 @@ class BareModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def lightning_loop(n_train: int, hidden: int, epochs: int) -> list[float]:
+def lightning_loop(n_train: int, hidden: int, epochs: int, inputs: int = 784) -> list[float]:
     """Seconds per epoch of ``BareModule`` under a Trainer with everything optional turned off."""
     timer = EpochTimer()
     trainer = L.Trainer(
@@ -138,24 +148,31 @@ def lightning_loop(n_train: int, hidden: int, epochs: int) -> list[float]:
         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer],
     )
     trainer.fit(
-        BareModule(hidden),
-        train_dataloaders=ShuffledBatches(*synthetic(n_train, 1), BATCH, seed=0, epoch=lambda: trainer.current_epoch),
-        val_dataloaders=ShuffledBatches(*synthetic(N_TEST, 2), N_TEST),
+        BareModule(hidden, inputs),
+        train_dataloaders=ShuffledBatches(
+            *synthetic(n_train, 1, inputs), BATCH, seed=0, epoch=lambda: trainer.current_epoch
+        ),
+        val_dataloaders=ShuffledBatches(*synthetic(N_TEST, 2, inputs), N_TEST),
     )
     return timer.seconds()
 
 
-def pipeline(method: str, n_train: int, hidden: int, epochs: int) -> list[float]:
-    """Seconds per epoch of devnets' own Trainer, data module and callbacks on synthetic data."""
+def pipeline(
+    method: str, n_train: int, hidden: int, epochs: int, inputs: int = 784, steps_per_batch: int | None = None
+) -> list[float]:
+    """Seconds per epoch of devnets' own Trainer, data module and callbacks on synthetic data; at the
+    config's ``model.steps_per_batch`` unless given."""
+    steps = [] if steps_per_batch is None else [f"model.steps_per_batch={steps_per_batch}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             config_name="train",
-            overrides=[f"method={method}", f"model.hidden={hidden}", f"data.n_train={n_train}",
-                       f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=true"],
+            overrides=[f"data={INPUTS[inputs]}", f"method={method}", f"model.hidden={hidden}",
+                       f"data.n_train={n_train}", f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=true",
+                       *steps],
         )
     data, model, callbacks = build(cfg)
-    data.train_x, data.train_y = synthetic(n_train, 1)
-    data.test_x, data.test_y = synthetic(N_TEST, 2)
+    data.train_x, data.train_y = synthetic(n_train, 1, inputs)
+    data.test_x, data.test_y = synthetic(N_TEST, 2, inputs)
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as run_dir:
         with open_dict(cfg):
@@ -171,38 +188,41 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(n_trains, hiddens, methods, epochs: int, warmup: int, rounds: int = 3) -> list[dict]:
-    """One row per setting: the median epoch over ``rounds`` interleaved rounds of every setting.
+def measure(shapes, methods, epochs: int, warmup: int, rounds: int = 3) -> list[dict]:
+    """One row per setting and shape ``(n_train, hidden, inputs)``: the median epoch over ``rounds``
+    interleaved rounds of every setting.
 
     Each round runs each setting for ``warmup`` + ``epochs`` epochs and keeps the last ``epochs``;
     interleaving spreads every setting over the whole measurement, so a slow spell on a shared machine
     lands on all settings alike instead of on whichever one it happened to hit.
     """
     rows = []
-    for n_train in n_trains:
-        for hidden in hiddens:
-            loops = {
-                "plain loop": partial(plain_loop, n_train, hidden, warmup + epochs),
-                "lightning loop": partial(lightning_loop, n_train, hidden, warmup + epochs),
-                **{method: partial(pipeline, method, n_train, hidden, warmup + epochs) for method in methods},
-            }
-            samples: dict[str, list[float]] = {setting: [] for setting in loops}
-            for _ in range(rounds):
-                for setting, loop in loops.items():
-                    samples[setting] += loop()[warmup:]
-                    gc.collect()
-            flops = epoch_flops(n_train, hidden)
-            plain = statistics.median(samples["plain loop"])
-            peak = matmul_gflops(hidden, repeats=20)
-            rows.append(row("matmul peak", n_train, hidden, flops / (peak * 1e9), flops, plain))
-            for setting, times in samples.items():
-                rows.append(row(setting, n_train, hidden, statistics.median(times), flops, plain))
+    for n_train, hidden, inputs in shapes:
+        shape = (n_train, hidden, warmup + epochs, inputs)
+        loops = {
+            "plain loop": partial(plain_loop, *shape),
+            "lightning loop": partial(lightning_loop, *shape),
+            **{method: partial(pipeline, method, *shape) for method in methods},
+            "baseline, steps_per_batch=1": partial(pipeline, "baseline", *shape, steps_per_batch=1),
+        }
+        samples: dict[str, list[float]] = {setting: [] for setting in loops}
+        for _ in range(rounds):
+            for setting, loop in loops.items():
+                samples[setting] += loop()[warmup:]
+                gc.collect()
+        flops = epoch_flops(n_train, hidden, inputs)
+        plain = statistics.median(samples["plain loop"])
+        peak = matmul_gflops(hidden, 20, inputs)
+        rows.append(row("matmul peak", n_train, hidden, flops / (peak * 1e9), flops, plain, inputs))
+        for setting, times in samples.items():
+            rows.append(row(setting, n_train, hidden, statistics.median(times), flops, plain, inputs))
     return rows
 
 
-def row(setting: str, n_train: int, hidden: int, seconds: float, flops: float, plain: float) -> dict:
+def row(setting: str, n_train: int, hidden: int, seconds: float, flops: float, plain: float, inputs: int = 784) -> dict:
     return {
         "setting": setting,
+        "inputs": inputs,
         "n_train": n_train,
         "hidden": hidden,
         "ms_per_epoch": round(seconds * 1e3, 2),
@@ -224,19 +244,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1200 samples at 10 and 100 hidden: about a minute")
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write the rows as JSON to PATH ('-': stdout)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--shapes", nargs="+", metavar="N,HIDDEN,INPUTS", type=shape,
+                        help="only these shapes, e.g. 60000,100,784 50000,500,3072 (default: all of SHAPES)")
+    parser.add_argument("--epochs", type=int, default=4, help="timed epochs per round (default 4)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up epochs per round (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        rows = measure([1200], [10, 100], args.methods, epochs=5, warmup=2)
+        rows = measure(args.shapes or SHAPES[:2], args.methods, epochs=5, warmup=2)
     else:
-        rows = measure([1200, 60000], [10, 100, 500], args.methods, epochs=4, warmup=2)
+        rows = measure(args.shapes or SHAPES, args.methods, args.epochs, args.warmup, args.rounds)
     print(markdown(rows))
     if args.json == Path("-"):
         print(json.dumps(rows, indent=1))
     elif args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+
+
+def shape(text: str) -> tuple[int, int, int]:
+    """``N,HIDDEN,INPUTS`` for --shapes; INPUTS is 784 (MNIST) or 3072 (CIFAR-10)."""
+    try:
+        n_train, hidden, inputs = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N,HIDDEN,INPUTS (e.g. 60000,100,784)") from None
+    if inputs not in INPUTS or n_train < 1 or hidden < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: N and HIDDEN ≥ 1, INPUTS one of {sorted(INPUTS)}")
+    return n_train, hidden, inputs
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ NOT_SETTINGS = (
     "per_cell", "logger", "paths", "threads", "experiment_name", "tags", "print_config", "checkpoint_every_n_epochs",
     "histogram_every_n_epochs", "data.root", "data.download", "trainer.max_epochs", "trainer.enable_progress_bar",
     "method.callbacks",  # which classes carry the method: method.name says so (older runs kept copies here)
+    "model.steps_per_batch",  # every value gives the same numbers, bit for bit (devnets.model)
 )
 # Settings added after runs were recorded, with the value those runs had: a record without one is the run the
 # default gives today, so finished runs stay finished and checkpoints stay usable.
@@ -104,6 +105,13 @@ def check_run_settings(cfg: DictConfig) -> None:
     fast_dev_run = cfg.trainer.get("fast_dev_run", False)
     require(not fast_dev_run or cfg.experiment_name == "debug", "trainer.fast_dev_run", fast_dev_run,
             "false outside experiment_name=debug (debug=fast_dev_run sets both)")
+    steps = cfg.model.get("steps_per_batch", 1)
+    if is_whole(steps, minimum=2):  # what counts Lightning batches, not optimiser steps (devnets.model)
+        for key, off in (("accumulate_grad_batches", (None, 1)), ("gradient_clip_val", (None, 0)),
+                         ("val_check_interval", (None, 1.0))):
+            value = cfg.trainer.get(key)
+            require(value in off, "model.steps_per_batch", steps,
+                    f"1 with trainer.{key}={value} (it counts Lightning batches, each of steps_per_batch steps)")
     name = cfg.data.name
     require(name in DATASETS, "data.name", name, f"one of {sorted(DATASETS)} (or data=NAME)")
     info = DATASETS[name]

@@ -4,7 +4,9 @@ when training ends, a histogram of each weight matrix (``weight_histograms``), f
 draws the final weight distributions (BDNN-dsd Fig. 3, BSP Fig. 4) without reading any checkpoint.
 
 The training loss is the mean over the epoch's samples of what ``training_step`` returns (the loss, or a
-dict holding it under ``loss``). The evaluation curves are what the module logs after each validation
+dict holding it under ``loss``; a ``training_step`` that takes several optimiser steps, as devnets' models
+do with ``steps_per_batch`` > 1, returns each step's loss and batch size as ``step_losses`` and
+``step_sizes``). The evaluation curves are what the module logs after each validation
 epoch as ``test/acc`` and ``test/loss`` (and ``val/acc``, ``val/loss`` for a second validation set), read
 from ``trainer.callback_metrics``.
 """
@@ -90,6 +92,11 @@ class RunRecord(Callback):
         self._epoch_started = time.perf_counter()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        if isinstance(outputs, Mapping) and "step_losses" in outputs:  # several optimiser steps in one batch
+            for loss, size in zip(outputs["step_losses"], outputs["step_sizes"], strict=True):
+                self._loss_sum = self._loss_sum + loss.detach() * size
+                self._count += size
+            return
         loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
         if pl_module.automatic_optimization:  # Lightning hands on the loss divided by the accumulation
             loss = loss * trainer.accumulate_grad_batches

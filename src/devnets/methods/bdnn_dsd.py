@@ -31,6 +31,8 @@ CADENCES = ("batch", "epoch")
 # Float sums of ±R_d can leave ~1e-8 where the exact bound is 0 (0.3 - 3 × 0.1 in float32): a bound
 # within this fraction of R_d of 0 is 0.
 ROUNDING = 1e-3
+# Whole numbers are exact in float32 up to 2^24: a float32 sum of fewer 0/1 terms is the exact count.
+EXACT_FLOAT_COUNT = 2**24
 
 
 class BDNNDsd(WeightMethod):
@@ -72,8 +74,11 @@ class BDNNDsd(WeightMethod):
         require(cadence in CADENCES, "cadence", cadence, f"one of {list(CADENCES)}")
         self.initial_bound, self.bound_step, self.count_threshold = initial_bound, bound_step, count_threshold
         self.counting, self.reset_after_update, self.cadence = counting, reset_after_update, cadence
-        # Weights clipped since this was last set to 0 (a float64 tensor once a clip has counted).
+        # Weights clipped since this was last set to 0 (an int on the CPU, else a float64 tensor).
         self.clipped: torch.Tensor | int = 0
+        # The weights whose bounds a time step has rounded (below ROUNDING·R_d to 0): later steps round
+        # only where a bound has moved.
+        self._rounded: set[tuple[int, str]] = set()
 
     @torch.no_grad()
     def attach(self, weights: list[Weight]) -> None:
@@ -106,19 +111,30 @@ class BDNNDsd(WeightMethod):
         else:
             counter.add_(happened)
 
-    def move(self, bound: torch.Tensor, counter: torch.Tensor, reached: torch.Tensor, by: float) -> None:
-        """M = M + by where the count reached T_num, and (Algorithm 1) Num = 0 there."""
+    def move(self, bound: torch.Tensor, counter: torch.Tensor, by: float) -> bool:
+        """M = M + by where the count reached T_num, and (Algorithm 1) Num = 0 there. Returns False when no
+        count reached T_num, which on the CPU is checked first (one reduction instead of three passes)."""
+        if counter.device.type == "cpu" and (counter.numel() == 0 or float(counter.amax()) < self.count_threshold):
+            return False
+        reached = torch.ge(counter, self.count_threshold, out=torch.empty_like(counter))
         bound.add_(reached, alpha=by)
         if self.reset_after_update:
             counter.addcmul_(counter, reached, value=-1)
+        return True
 
-    def limit(self, weight, bound, magnitude, outside, clipped_magnitude) -> torch.Tensor:
+    def limit(self, weight, bound, magnitude, outside, clipped_magnitude) -> None:
         """Eq. 3.3: w = M where w > M, -M where w < -M, written as w = sign(w)·min(|w|, M), which also
-        leaves |w| after the clip in ``clipped_magnitude``. ``magnitude`` is |w| before the clip.
-        Returns ``outside``, set to 1.0 where w was outside [-M, M]."""
-        self.clipped += torch.gt(magnitude, bound, out=outside).sum(dtype=torch.float64)
-        torch.copysign(torch.minimum(magnitude, bound, out=clipped_magnitude), weight, out=weight)
-        return outside
+        leaves |w| after the clip in ``clipped_magnitude``. ``magnitude`` is |w| before the clip and
+        ``outside`` is 1.0 where it exceeds M, 0.0 elsewhere."""
+        if outside.device.type == "cpu" and outside.numel() < EXACT_FLOAT_COUNT:
+            clipped = int(outside.sum())  # a float32 sum of 0s and 1s, exact below 2^24 terms
+            self.clipped += clipped
+        else:  # no sync with the device; a float64 sum
+            clipped = None
+            self.clipped += outside.sum(dtype=torch.float64)
+        torch.minimum(magnitude, bound, out=clipped_magnitude)
+        if clipped != 0:  # else |w| ≤ M everywhere, and sign(w)·|w| is w
+            torch.copysign(clipped_magnitude, weight, out=weight)
 
     @torch.no_grad()
     def clip(self, weights: list[Weight] | None = None) -> None:
@@ -127,14 +143,9 @@ class BDNNDsd(WeightMethod):
             weight, bound = parameter(module, name), self.state(module, name, "bdnn_bound")
             exceeded = self.state(module, name, "bdnn_exceeded")
             magnitude = weight.abs()
-            outside = self.limit(weight, bound, magnitude, torch.empty_like(exceeded), magnitude)
+            outside = torch.gt(magnitude, bound, out=torch.empty_like(exceeded))
+            self.limit(weight, bound, magnitude, outside, magnitude)
             torch.maximum(exceeded, outside, out=exceeded)
-
-    @torch.no_grad()
-    def update(self, weights: list[Weight] | None = None) -> None:
-        """One time step t of Algorithm 1, after backpropagation (eq. 3.2), on each weight."""
-        for module, name in self.weights if weights is None else weights:
-            self.update_weight(module, name)
 
     def update_weight(self, module: nn.Module, name: str) -> None:
         weight, bound = parameter(module, name), self.state(module, name, "bdnn_bound")
@@ -142,21 +153,29 @@ class BDNNDsd(WeightMethod):
         exceed_count = self.state(module, name, "bdnn_exceed_count")
         decay_count = self.state(module, name, "bdnn_decay_count")
         magnitude = weight.abs()
-        condition = torch.empty_like(exceed_count)
         # if w > M or w < -M then Num+ = Num+ + 1 (with cadence epoch: at any step since the last t)
-        exceeded = torch.gt(magnitude, bound, out=condition)
+        outside = torch.gt(magnitude, bound, out=torch.empty_like(exceed_count))
         if self.cadence == "epoch":
             seen = self.state(module, name, "bdnn_exceeded")
-            torch.maximum(exceeded, seen, out=exceeded)
+            self.count(exceed_count, torch.maximum(outside, seen, out=seen))
             seen.zero_()
-        self.count(exceed_count, exceeded)
+        else:
+            self.count(exceed_count, outside)
         # if |w(t)| < |w(t-1)| then Num- = Num- + 1
-        self.count(decay_count, torch.lt(magnitude, previous, out=condition))
-        # if Num+ ≥ T_num then M = M + R_d; Num+ = 0
-        self.move(bound, exceed_count, torch.ge(exceed_count, self.count_threshold, out=condition), self.bound_step)
-        # if Num- ≥ T_num then M = M - R_d; Num- = 0
-        self.move(bound, decay_count, torch.ge(decay_count, self.count_threshold, out=condition), -self.bound_step)
-        # -M ≤ w ≤ M is empty for M < 0: M stops at 0
-        F.threshold(bound, ROUNDING * self.bound_step, 0.0, inplace=True)
+        self.count(decay_count, torch.lt(magnitude, previous, out=torch.empty_like(decay_count)))
+        # if Num+ ≥ T_num then M = M + R_d; Num+ = 0. If Num- ≥ T_num then M = M - R_d; Num- = 0
+        grown = self.move(bound, exceed_count, self.bound_step)
+        shrunk = self.move(bound, decay_count, -self.bound_step)
+        if grown or shrunk or (id(module), name) not in self._rounded:
+            # -M ≤ w ≤ M is empty for M < 0: M stops at 0
+            F.threshold(bound, ROUNDING * self.bound_step, 0.0, inplace=True)
+            torch.gt(magnitude, bound, out=outside)
+            self._rounded.add((id(module), name))
         # limit the weight to the bound mask (eq. 3.3); |w| after clipping is the next step's |w(t-1)|
-        self.limit(weight, bound, magnitude, condition, clipped_magnitude=previous)
+        self.limit(weight, bound, magnitude, outside, clipped_magnitude=previous)
+
+    @torch.no_grad()
+    def update(self, weights: list[Weight] | None = None) -> None:
+        """One time step t of Algorithm 1, after backpropagation (eq. 3.2), on each weight."""
+        for module, name in self.weights if weights is None else weights:
+            self.update_weight(module, name)

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 import torch
+from torch import nn
 
 from devnets.errors import is_number, is_whole, require
 from devnets.methods.weights import Weight, WeightMethod, counting_dtype, parameter
@@ -175,6 +176,8 @@ class BSP(WeightMethod):
         self.rate_form, self.iteration, self.candidates = rate_form, iteration, candidates
         self.n_synapses = self.n_neurons = self.n_samples = self.n_pruned = 0
         self.rate = self.threshold = math.nan
+        # Per weight, what its mask implies (see ``mask_facts``), with the mask and its version it was read from.
+        self._facts: dict[tuple[int, str], tuple[torch.Tensor, int | None, int, torch.Tensor | None]] = {}
 
     def pruning_rate(self, n_neurons: int | None, n_samples: int | None) -> float:
         """Eq. (1) at N_neu = ``n_neurons`` and N_sam = ``n_samples``, which must give p_r < 1."""
@@ -212,9 +215,26 @@ class BSP(WeightMethod):
         weights = self.weights if weights is None else weights
         return [self.state(module, name, "bsp_candidate_count") for module, name in weights]
 
+    def mask_facts(self, module: nn.Module, name: str) -> tuple[int, torch.Tensor | None]:
+        """The synapses a weight's mask keeps, and the penalty (1 − mask)·max that makes a pruned synapse's
+        |w| the largest float (None when none is pruned: the mask is all ones). Read again only when the
+        mask has changed (its version counter moves with every in-place write: a prune, a load_state_dict)."""
+        mask = self.state(module, name, "bsp_mask")
+        key = (id(module), name)
+        seen = self._facts.get(key)
+        version = None if mask.is_inference() else mask._version  # an inference tensor has no version counter
+        if seen is None or seen[0] is not mask or version is None or seen[1] != version:
+            remaining = int(torch.count_nonzero(mask))
+            penalty = None
+            if remaining < mask.numel():
+                dtype = counting_dtype(mask)
+                penalty = (1 - mask).to(dtype).mul_(torch.finfo(dtype).max).reshape(-1)
+            seen = self._facts[key] = (mask, version, remaining, penalty)
+        return seen[2], seen[3]
+
     def recount(self) -> None:
         """N_p from the masks, and p_c from N_p (eq. 2)."""
-        self.n_pruned = self.n_synapses - sum(int(torch.count_nonzero(mask)) for mask in self.masks())
+        self.n_pruned = self.n_synapses - sum(self.mask_facts(module, name)[0] for module, name in self.weights)
         self.threshold = count_threshold(
             self.n_synapses, self.n_pruned, self.n_neurons, self.n_samples,
             self.threshold_scale, self.mu, self.beta, self.sample_scale,
@@ -233,8 +253,9 @@ class BSP(WeightMethod):
     def apply_masks(self, weights: list[Weight] | None = None) -> None:
         """Eqs. (4)–(5): w = p(w)·(w − η·∂E/∂w), after the optimiser's update."""
         weights = self.weights if weights is None else weights
-        for weight, mask in zip(self.parameters(weights), self.masks(weights), strict=True):
-            weight.mul_(mask)
+        for (module, name), weight, mask in zip(weights, self.parameters(weights), self.masks(weights), strict=True):
+            if self.mask_facts(module, name)[1] is not None:  # else the mask is all ones and w·1 is w
+                weight.mul_(mask)
 
     @torch.no_grad()
     def iterate(self, weights: list[Weight] | None = None) -> None:
@@ -242,13 +263,30 @@ class BSP(WeightMethod):
         weights = self.weights if weights is None else weights
         masks = self.masks(weights)
         counts = self.candidate_counts(weights)
-        magnitudes = [
-            remaining_magnitude(weight, mask).reshape(-1)
-            for weight, mask in zip(self.parameters(weights), masks, strict=True)
-        ]
-        remaining = [int(torch.count_nonzero(mask)) for mask in masks]
+        facts = [self.mask_facts(module, name) for module, name in weights]
+        remaining = [n_remaining for n_remaining, _ in facts]
+        parameters = self.parameters(weights)
+        # |w| of the remaining synapses (remaining_magnitude), each weight's in one flat tensor when they
+        # share a dtype: the global candidates' concatenation without a copy
+        dtypes = {counting_dtype(weight) for weight in parameters}
+        flat = None
+        if len(dtypes) == 1:
+            flat = torch.empty(sum(w.numel() for w in parameters), dtype=dtypes.pop(), device=parameters[0].device)
+        magnitudes, start = [], 0
+        for weight, (_, penalty) in zip(parameters, facts, strict=True):
+            if flat is None:
+                magnitude = weight.abs().to(counting_dtype(weight)).reshape(-1)
+            else:
+                magnitude = flat[start : start + weight.numel()]
+                if weight.dtype == magnitude.dtype:
+                    torch.abs(weight.reshape(-1), out=magnitude)
+                else:  # a half-precision weight: |w| is exact in float32 either way
+                    magnitude.copy_(weight.reshape(-1)).abs_()
+                start += weight.numel()
+            magnitudes.append(magnitude if penalty is None else magnitude.add_(penalty))
         if self.candidates == "global":  # step 6: the N_c = floor(N_s·p_r) smallest remaining |w|
-            chosen = smallest(torch.cat(magnitudes), math.floor(sum(remaining) * self.rate))
+            every = flat if flat is not None else torch.cat(magnitudes)
+            chosen = smallest(every, math.floor(sum(remaining) * self.rate))
             is_candidate = chosen.split([magnitude.numel() for magnitude in magnitudes])
         else:
             is_candidate = [

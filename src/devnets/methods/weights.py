@@ -97,6 +97,12 @@ def weight_names(model: nn.Module, weights: Iterable[Weight]) -> list[str]:
 
 def parameter(module: nn.Module, name: str) -> nn.Parameter:
     """The tensor the optimiser updates: ``name``, or ``<name>_orig`` once torch.nn.utils.prune pruned it."""
+    registered = module._parameters  # the methods look their weights up after every step: a dict first
+    tensor = registered.get(f"{name}_orig")
+    if tensor is None:
+        tensor = registered.get(name)
+    if tensor is not None and tensor.is_floating_point():
+        return tensor
     tensor = getattr(module, f"{name}_orig", None)
     if not isinstance(tensor, nn.Parameter):
         tensor = getattr(module, name, None)
@@ -148,7 +154,8 @@ class WeightMethod:
     @staticmethod
     def state(module: nn.Module, name: str, what: str) -> torch.Tensor:
         """The buffer ``<name>_<what>`` of ``module``."""
-        return getattr(module, f"{name}_{what}")
+        buffer = module._buffers.get(f"{name}_{what}")
+        return buffer if buffer is not None else getattr(module, f"{name}_{what}")
 
     def parameters(self, weights: Iterable[Weight] | None = None) -> list[nn.Parameter]:
         return [parameter(module, name) for module, name in (self.weights if weights is None else weights)]
