@@ -79,9 +79,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         """Submit ``pending`` as one job array; each job's JobReturn, or its failure, once all have ended."""
         for idx, overrides in pending.items():
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-        indices = list(pending)
-        arguments = [(pending[idx], "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
-                     for idx in indices]
+        indices, state = list(pending), Singleton.get_state()  # one state for all (Hydra's launcher takes it per job)
+        arguments = [(pending[idx], "hydra.sweep.dir", idx, f"job_id_for_{idx}", state) for idx in indices]
         jobs = self.executor().map_array(self, *zip(*arguments, strict=True))
         log.info("submitted SLURM job array %s", jobs[0].job_id.split("_")[0])
         returns = {}
