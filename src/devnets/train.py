@@ -224,29 +224,35 @@ def build(cfg: DictConfig):
 
 
 def method_callbacks(cfg: DictConfig, model: L.LightningModule) -> list:
-    """The method's callbacks, each given the ``method.*`` keys it takes (the one place a switch is set)
-    and the PIPELINE_ARGUMENTS it takes, in the order ``method.callbacks`` lists them.
+    """The method's callbacks, in the order ``method.callbacks`` lists them: a class path gets the ``method.*``
+    keys its class takes (the one place a switch is set) and the PIPELINE_ARGUMENTS it takes; a node with a
+    ``_target_`` (a callback a user adds, ``+method.callbacks.NAME._target_=...``) gets its own keys too.
 
     A ``method.*`` key that neither the model (through ``${method.*}``) nor a callback reads is refused,
     as a misspelt switch would otherwise be silently ignored.
     """
     method = OmegaConf.to_container(cfg.method, resolve=True)
-    classes = [get_object(target) for target in method["callbacks"].values()]
-    taken = {key for cls in classes for key in accepted_arguments(cls)}
+    nodes = [entry if isinstance(entry, dict) else {"_target_": entry} for entry in method["callbacks"].values()]
+    classes = [get_object(node["_target_"]) for node in nodes]
+    taken = {key for cls in classes for key in accepted_arguments(cls) or []}
     for key, value in method.items():
         if key not in taken and key not in METHOD_KEYS:
             allowed = [f"method.{name}" for name in sorted(taken | set(METHOD_KEYS))]
             raise InvalidSetting(f"method.{key}", value,
                                  f"not a setting of method {method['name']}{closest(f'method.{key}', allowed)}")
     callbacks = []
-    for cls in classes:
-        arguments = {key: method[key] for key in accepted_arguments(cls) if key in method}
+    for name, node, cls in zip(method["callbacks"], nodes, classes, strict=True):
+        own = {key: value for key, value in node.items() if key != "_target_"}
+        accepted = accepted_arguments(cls) or []
+        arguments = {key: method[key] for key in accepted if key in method and key not in own}
         arguments |= {key: OmegaConf.select(cfg, path) for key, path in PIPELINE_ARGUMENTS.items()
-                      if key in accepted_arguments(cls) and key not in method}
+                      if key in accepted and key not in method and key not in own}
         user_keys = {key: f"method.{key}" if key in method else PIPELINE_ARGUMENTS[key] for key in arguments}
+        user_keys |= {key: f"method.callbacks.{name}.{key}" for key in own}
         try:
-            callback = cls(**arguments)
-            select_weights(model, callback.layers)  # the weights the method selects exist in the model
+            callback = cls(**arguments, **own)
+            if hasattr(callback, "layers"):  # the weights a method selects exist in the model
+                select_weights(model, callback.layers)
         except InvalidSetting as error:
             raise error.renamed(user_keys.get(error.key, error.key)) from None
         callbacks.append(callback)
