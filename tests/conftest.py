@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch import Callback
 from omegaconf import DictConfig, open_dict
@@ -25,6 +26,17 @@ import devnets.train
 from devnets.train import CONF_DIR, train
 
 N_TRAIN, N_TEST = 300, 100
+
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: torch.cuda.is_available() is False")
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, NO_CUDA])])
+def device(request) -> torch.device:
+    """Each device a test runs on: the CPU, and a CUDA GPU where there is one (those cases are marked
+    ``cuda``: ``pytest -m cuda`` runs them, as scripts/gpu_check.sh does). The methods have CPU-only fast
+    paths (``device.type == "cpu"``): on the GPU the other branches run. Lightning takes ``device.type``
+    as its accelerator."""
+    return torch.device(request.param)
 
 
 def synthetic_images(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:

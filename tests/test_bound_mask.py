@@ -1,8 +1,9 @@
 """BoundMask (BDNN-dsd, Algorithm 1): one rule a test on hand-written weight sequences, then whole runs.
 
 The small tests set a 1×n weight to each row of a sequence (standing in for the optimiser's update)
-and run one time step of Algorithm 1 after each. R_i = 0.5, R_d = 0.25 and T_num = 2 unless a test
-says otherwise: every value is exact in float32, so bounds and counters compare exactly.
+and run one time step of Algorithm 1 after each, on each device (the conftest's ``device``). R_i = 0.5,
+R_d = 0.25 and T_num = 2 unless a test says otherwise: every value is exact in float32, so bounds and
+counters compare exactly.
 """
 
 import pytest
@@ -15,9 +16,9 @@ from devnets.methods.bdnn_dsd import BDNNDsd
 from devnets.train import build, make_trainer
 
 
-def bounded_layer(initial_weights, **settings):
+def bounded_layer(initial_weights, device="cpu", **settings):
     bounds = BDNNDsd(**{"initial_bound": 0.5, "bound_step": 0.25, "count_threshold": 2, **settings})
-    layer = nn.Linear(len(initial_weights), 1, bias=False)
+    layer = nn.Linear(len(initial_weights), 1, bias=False, device=device)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([initial_weights]))
     bounds.attach([(layer, "weight")])
@@ -42,8 +43,8 @@ def drive(bound_mask, layer, steps):
     return states
 
 
-def test_bound_grows_after_count_threshold_exceedances():
-    bound_mask, layer = bounded_layer([0.25, 0.25])
+def test_bound_grows_after_count_threshold_exceedances(device):
+    bound_mask, layer = bounded_layer([0.25, 0.25], device)
     assert drive(bound_mask, layer, [[1.0, 0.25], [-1.0, 0.25], [1.0, 0.25]]) == [
         ([0.5, 0.5], [1, 0], [0, 0], [0.5, 0.25]),
         ([0.75, 0.5], [0, 0], [0, 0], [-0.75, 0.25]),  # Num+ = 2 ≥ T_num: M += R_d, Num+ = 0
@@ -51,8 +52,8 @@ def test_bound_grows_after_count_threshold_exceedances():
     ]
 
 
-def test_bound_shrinks_after_count_threshold_decays():
-    bound_mask, layer = bounded_layer([0.5, 0.25])
+def test_bound_shrinks_after_count_threshold_decays(device):
+    bound_mask, layer = bounded_layer([0.5, 0.25], device)
     assert drive(bound_mask, layer, [[-0.375, 0.25], [0.25, 0.25], [0.125, 0.25]]) == [
         ([0.5, 0.5], [0, 0], [1, 0], [-0.375, 0.25]),
         ([0.25, 0.5], [0, 0], [0, 0], [0.25, 0.25]),  # Num- = 2 ≥ T_num: M -= R_d, Num- = 0
@@ -70,8 +71,8 @@ def test_bound_shrinks_after_count_threshold_decays():
         (False, [(0.5, 1), (0.75, 2), (1.0, 3), (1.25, 3)]),
     ],
 )
-def test_reset_after_update_readings(reset_after_update, expected):
-    bound_mask, layer = bounded_layer([0.25], reset_after_update=reset_after_update)
+def test_reset_after_update_readings(reset_after_update, expected, device):
+    bound_mask, layer = bounded_layer([0.25], device, reset_after_update=reset_after_update)
     states = drive(bound_mask, layer, [[1.0]] * 4)
     assert [(bound[0], exceed_count[0]) for bound, exceed_count, _, _ in states] == expected
 
@@ -85,15 +86,15 @@ def test_reset_after_update_readings(reset_after_update, expected):
         ("consecutive", [(0.5, 1, 0.5, 1), (0.5, 0, 0.5, 0), (0.5, 1, 0.5, 1)]),
     ],
 )
-def test_counting_readings(counting, expected):
+def test_counting_readings(counting, expected, device):
     # synapse 0 exceeds, misses, exceeds: (M, Num+); synapse 1 decays, holds, decays: (M, Num-)
-    bound_mask, layer = bounded_layer([0.25, 0.5], counting=counting)
+    bound_mask, layer = bounded_layer([0.25, 0.5], device, counting=counting)
     states = drive(bound_mask, layer, [[1.0, 0.375], [0.5, 0.375], [1.0, 0.25]])
     assert [(bound[0], exceed[0], bound[1], decay[1]) for bound, exceed, decay, _ in states] == expected
 
 
-def test_clip_limits_weights_to_the_bound():
-    bound_mask, layer = bounded_layer([0.0, 0.0, 0.0, 0.0, 0.0], count_threshold=100)
+def test_clip_limits_weights_to_the_bound(device):
+    bound_mask, layer = bounded_layer([0.0, 0.0, 0.0, 0.0, 0.0], device, count_threshold=100)
     [(bound, _, _, weight)] = drive(bound_mask, layer, [[0.75, -0.75, 0.25, -0.25, 0.5]])
     assert weight == [0.5, -0.5, 0.25, -0.25, 0.5]  # eq. 3.3
     assert bound == [0.5] * 5
@@ -101,8 +102,8 @@ def test_clip_limits_weights_to_the_bound():
     assert layer.weight_bdnn_previous_magnitude[0].tolist() == [0.5, 0.5, 0.25, 0.25, 0.5]  # |w| after the clip
 
 
-def test_bound_stops_at_zero_and_zeroes_its_weight():
-    bound_mask, layer = bounded_layer([0.5], bound_step=0.375, count_threshold=1)
+def test_bound_stops_at_zero_and_zeroes_its_weight(device):
+    bound_mask, layer = bounded_layer([0.5], device, bound_step=0.375, count_threshold=1)
     assert drive(bound_mask, layer, [[0.25], [0.0625], [0.0], [0.125]]) == [
         ([0.125], [0], [0], [0.125]),
         ([0.0], [0], [0], [0.0]),  # 0.125 - 0.375 < 0: M = 0, so w = 0
@@ -111,16 +112,16 @@ def test_bound_stops_at_zero_and_zeroes_its_weight():
     ]
 
 
-def test_bound_brought_to_zero_is_exactly_zero():
+def test_bound_brought_to_zero_is_exactly_zero(device):
     # in float32, 0.3 - 0.1 - 0.1 - 0.1 = 1.5e-8, not 0
-    bound_mask, layer = bounded_layer([0.3], initial_bound=0.3, bound_step=0.1, count_threshold=1)
+    bound_mask, layer = bounded_layer([0.3], device, initial_bound=0.3, bound_step=0.1, count_threshold=1)
     drive(bound_mask, layer, [[0.25], [0.15], [0.05]])
     assert layer.weight_bdnn_bound.item() == 0.0
     assert layer.weight.item() == 0.0
 
 
-def test_epoch_cadence_clips_every_step_and_moves_bounds_at_epoch_end():
-    bound_mask, layer = bounded_layer([0.25, 0.25], count_threshold=1, cadence="epoch")
+def test_epoch_cadence_clips_every_step_and_moves_bounds_at_epoch_end(device):
+    bound_mask, layer = bounded_layer([0.25, 0.25], device, count_threshold=1, cadence="epoch")
     for weights in ([1.0, 0.25], [0.5, 0.125]):
         with torch.no_grad():
             layer.weight.copy_(torch.tensor([weights]))
@@ -182,8 +183,8 @@ def test_bad_settings_are_one_line_errors(make_config, override):
     "overrides, bounded_weights",
     [((), 784 * 16 + 16 * 10), (("method.cadence=epoch", "method.layers=hidden"), 784 * 16)],
 )
-def test_two_epochs_through_hydra(run, overrides, bounded_weights):
-    metrics = run("method=bdnn_dsd", *overrides)
+def test_two_epochs_through_hydra(run, overrides, bounded_weights, device):
+    metrics = run("method=bdnn_dsd", f"trainer.accelerator={device.type}", *overrides)
     assert metrics["status"] == "complete" and metrics["method"] == "bdnn_dsd"
     stats = metrics["method_stats"]
     assert stats["bounded_weights"] == bounded_weights

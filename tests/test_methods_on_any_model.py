@@ -1,5 +1,6 @@
 """Both methods beyond the papers' MLP: a Conv2d weight, gradient accumulation and manual optimisation,
-a plain PyTorch loop, several optimisers, torch.nn.utils.prune, bfloat16/float16/float64 weights and bad input.
+a plain PyTorch loop, several optimisers, torch.nn.utils.prune, bfloat16/float16/float64 weights and bad input;
+the tensor tests on each device (the conftest's ``device``).
 
 Values are worked by hand. BDNN-dsd: R_i = 0.5, R_d = 0.25. BSP: N_neu = 2 and N_sam = 1200
 (β·N_sam/B = 1), α = 0.6/ln 2 (p_r = 0.6: floor(4·0.6) = 2 candidates among 4 weights), μ = 0 and A = 2,
@@ -28,15 +29,15 @@ BSP_SIZES = {"n_neurons": 2, "n_samples": 1200}
 FOUR = [0.125, -0.25, 0.375, 0.5]  # BSP's candidates: the first two
 
 
-def linear(weights, dtype=torch.float32) -> nn.Linear:
-    layer = nn.Linear(len(weights), 1, bias=False).to(dtype)
+def linear(weights, dtype=torch.float32, device="cpu") -> nn.Linear:
+    layer = nn.Linear(len(weights), 1, bias=False, dtype=dtype, device=device)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([weights]))
     return layer
 
 
-def conv(weights) -> nn.Conv2d:
-    layer = nn.Conv2d(1, 1, kernel_size=2, bias=False)
+def conv(weights, device="cpu") -> nn.Conv2d:
+    layer = nn.Conv2d(1, 1, kernel_size=2, bias=False, device=device)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor(weights).view(1, 1, 2, 2))
     return layer
@@ -50,8 +51,8 @@ def push(optimizer, model, by, steps):
         optimizer.step()
 
 
-def test_bdnn_dsd_on_a_conv2d_weight():
-    model = nn.Sequential(conv([0.25, 0.25, 0.25, 0.25]))
+def test_bdnn_dsd_on_a_conv2d_weight(device):
+    model = nn.Sequential(conv([0.25, 0.25, 0.25, 0.25], device))
     bounds = BDNNDsd(**BDNN, count_threshold=1)
     bounds.attach(select_weights(model))
     with torch.no_grad():
@@ -62,8 +63,8 @@ def test_bdnn_dsd_on_a_conv2d_weight():
     assert model[0].weight.flatten().tolist() == [0.75, -0.75, 0.125, 0.25]
 
 
-def test_bsp_on_a_conv2d_weight():
-    model = nn.Sequential(conv([0.125, 0.375, -0.25, 0.5]))
+def test_bsp_on_a_conv2d_weight(device):
+    model = nn.Sequential(conv([0.125, 0.375, -0.25, 0.5], device))
     pruning = BSP(**BSP_SETTINGS)
     pruning.attach(select_weights(model), **BSP_SIZES)
     counts = []
@@ -76,8 +77,8 @@ def test_bsp_on_a_conv2d_weight():
     assert (pruning.n_pruned, pruning.threshold) == (2, 4)  # p_c = 2^(4/2)
 
 
-def test_bdnn_dsd_in_a_plain_loop_advances_per_optimizer_step_until_unhooked():
-    model = nn.Sequential(linear([0.375, 0.0]))
+def test_bdnn_dsd_in_a_plain_loop_advances_per_optimizer_step_until_unhooked(device):
+    model = nn.Sequential(linear([0.375, 0.0], device=device))
     bounds = BDNNDsd(**BDNN, count_threshold=2)
     bounds.attach(select_weights(model))
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -92,8 +93,8 @@ def test_bdnn_dsd_in_a_plain_loop_advances_per_optimizer_step_until_unhooked():
     assert model[0].weight.tolist() == [[1.0, 0.75]]  # no longer bounded
 
 
-def test_bsp_in_a_plain_loop_with_two_optimizers_advances_each_ones_weights():
-    model = nn.Sequential(linear(FOUR), linear(FOUR))
+def test_bsp_in_a_plain_loop_with_two_optimizers_advances_each_ones_weights(device):
+    model = nn.Sequential(linear(FOUR, device=device), linear(FOUR, device=device))
     pruning = BSP(**BSP_SETTINGS)
     pruning.attach(select_weights(model), **BSP_SIZES)
     first = torch.optim.SGD(model[0].parameters(), lr=1.0)
@@ -138,21 +139,21 @@ class ManuallyStepped(Pushed):
             optimizer.zero_grad()
 
 
-def fit_with_accumulation(model, callback, accumulate=2):
+def fit_with_accumulation(model, callback, device, accumulate=2):
     """One epoch of 4 batches with accumulate_grad_batches=2 (or manual steps every second batch):
     2 optimiser steps."""
     trainer = L.Trainer(
-        max_epochs=1, accumulate_grad_batches=accumulate, callbacks=[callback], accelerator="cpu", logger=False,
+        max_epochs=1, accumulate_grad_batches=accumulate, callbacks=[callback], accelerator=device.type, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
     trainer.fit(model, DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=1))
     assert trainer.global_step == 2
 
 
-def test_bdnn_dsd_under_gradient_accumulation_steps_once_per_optimizer_step():
+def test_bdnn_dsd_under_gradient_accumulation_steps_once_per_optimizer_step(device):
     model = Pushed([0.375, 0.0], push=0.25)
     callback = BoundMask(**BDNN, count_threshold=2)
-    fit_with_accumulation(model, callback)
+    fit_with_accumulation(model, callback, device)
     # as in the plain loop after 2 steps; 4 (one per batch) would give M = [1.0, 0.75]
     assert model.layer.weight_bdnn_bound.tolist() == [[0.75, 0.5]]
     assert model.layer.weight.tolist() == [[0.75, 0.5]]
@@ -160,46 +161,46 @@ def test_bdnn_dsd_under_gradient_accumulation_steps_once_per_optimizer_step():
 
 
 @pytest.mark.parametrize(("module", "accumulate"), [(Pushed, 2), (ManuallyStepped, 1)], ids=["accumulate", "manual"])
-def test_bsp_under_gradient_accumulation_iterates_once_per_optimizer_step(module, accumulate):
+def test_bsp_under_gradient_accumulation_iterates_once_per_optimizer_step(module, accumulate, device):
     model = module(FOUR, push=0.0)
     callback = SynapticPruning(**BSP_SETTINGS, **BSP_SIZES, histogram_every_n_epochs=0)
-    fit_with_accumulation(model, callback, accumulate)
+    fit_with_accumulation(model, callback, device, accumulate)
     # 2 iterations: counts 2, not above p_c = 2; 4 (one per batch) would have pruned at the third
     assert model.layer.weight_bsp_candidate_count.tolist() == [[2, 2, 0, 0]]
     assert model.layer.weight_bsp_mask.tolist() == [[1, 1, 1, 1]]
     assert callback.summary()["pruned"] == 0
 
 
-def test_bsp_beside_torch_prune_acts_on_weight_orig():
-    layer = linear(FOUR)
-    prune.custom_from_mask(layer, "weight", torch.tensor([[1.0, 1, 1, 0]]))
+def test_bsp_beside_torch_prune_acts_on_weight_orig(device):
+    layer = linear(FOUR, device=device)
+    prune.custom_from_mask(layer, "weight", torch.tensor([[1.0, 1, 1, 0]], device=device))
     pruning = BSP(**BSP_SETTINGS)
     pruning.attach([(layer, "weight")], **BSP_SIZES)
     for _ in range(3):
         pruning.iterate()
     assert layer.weight_bsp_mask.tolist() == [[0, 0, 1, 1]]
     assert layer.weight_orig.tolist() == [[0, 0, 0.375, 0.5]]
-    layer(torch.zeros(1, 4))  # torch's forward pre-hook: weight = weight_orig · weight_mask
+    layer(torch.zeros(1, 4, device=device))  # torch's forward pre-hook: weight = weight_orig · weight_mask
     assert layer.weight.tolist() == [[0, 0, 0.375, 0]]
     assert {"weight_orig", "weight_mask", "weight_bsp_mask", "weight_bsp_candidate_count"} == set(layer.state_dict())
 
 
-def test_bdnn_dsd_keeps_working_when_torch_prunes_its_weight_later():
-    layer = linear([0.25, 0.25])
+def test_bdnn_dsd_keeps_working_when_torch_prunes_its_weight_later(device):
+    layer = linear([0.25, 0.25], device=device)
     bounds = BDNNDsd(**BDNN, count_threshold=10)
     bounds.attach([(layer, "weight")])
-    prune.custom_from_mask(layer, "weight", torch.tensor([[0.0, 1]]))
+    prune.custom_from_mask(layer, "weight", torch.tensor([[0.0, 1]], device=device))
     with torch.no_grad():
         layer.weight_orig.copy_(torch.tensor([[1.0, -1.0]]))
     bounds.update()
     assert layer.weight_orig.tolist() == [[0.5, -0.5]]  # clipped: the parameter the optimiser updates
-    layer(torch.zeros(1, 2))
+    layer(torch.zeros(1, 2, device=device))
     assert layer.weight.tolist() == [[0, -0.5]]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
-def test_both_methods_on_other_float_dtypes(dtype):
-    layer = linear([1.0, 0.125], dtype)
+def test_both_methods_on_other_float_dtypes(dtype, device):
+    layer = linear([1.0, 0.125], dtype, device)
     bounds = BDNNDsd(**BDNN, count_threshold=1)
     bounds.attach([(layer, "weight")])
     bounds.update()  # exceeds at 0: M = 0.75, clipped to 0.75; 0.125 stays
@@ -207,7 +208,7 @@ def test_both_methods_on_other_float_dtypes(dtype):
     assert layer.weight_bdnn_exceed_count.dtype == torch.promote_types(dtype, torch.float32)
     assert layer.weight_bdnn_bound.tolist() == [[0.75, 0.5]] and layer.weight.tolist() == [[0.75, 0.125]]
 
-    layer = linear(FOUR, dtype)
+    layer = linear(FOUR, dtype, device)
     pruning = BSP(**BSP_SETTINGS)
     pruning.attach([(layer, "weight")], **BSP_SIZES)
     for _ in range(3):
@@ -289,9 +290,9 @@ def test_a_checkpoint_with_the_former_buffer_names_loads_into_the_new_ones(metho
         assert torch.equal(value, former[f"0.{names.get(key[2:], key[2:])}"]), key
 
 
-def test_a_mask_loaded_after_the_first_steps_is_applied_at_the_next():
+def test_a_mask_loaded_after_the_first_steps_is_applied_at_the_next(device):
     """BSP keeps what each mask implies until the mask changes: a load_state_dict changes it."""
-    layer = linear(FOUR)
+    layer = linear(FOUR, device=device)
     pruning = BSP(**BSP_SETTINGS)
     pruning.attach([(layer, "weight")], **BSP_SIZES)
     pruning.apply_masks()  # every synapse remains: nothing to multiply
@@ -304,10 +305,10 @@ def test_a_mask_loaded_after_the_first_steps_is_applied_at_the_next():
     assert pruning.n_pruned == 2
 
 
-def test_a_bound_below_the_rounding_is_zero_after_the_first_time_step():
+def test_a_bound_below_the_rounding_is_zero_after_the_first_time_step(device):
     """Bounds are rounded to 0 below ROUNDING·R_d at the first step even when none moves (later steps
     round only where a bound has moved)."""
-    layer = linear([0.0, 0.0])
+    layer = linear([0.0, 0.0], device=device)
     bounds = BDNNDsd(initial_bound=1e-5, bound_step=0.25)
     bounds.attach([(layer, "weight")])
     bounds.update()

@@ -1,5 +1,5 @@
 """BSP (devnets.methods.bsp, and its callback devnets.callbacks.synaptic_pruning): eqs. (1)-(2) by hand,
-Algorithm 1 on hand-made |w|, and runs."""
+Algorithm 1 on hand-made |w| on each device (the conftest's ``device``), and runs."""
 
 import math
 
@@ -41,26 +41,26 @@ def test_the_quoted_values():
         pruning_rate(100, 1200, rate_form="printed")
 
 
-def test_smallest_marks_exactly_n_and_breaks_ties_by_lowest_index():
-    magnitude = torch.tensor([0.3, 0.1, 0.2, 0.1, 0.5, 0.1])
+def test_smallest_marks_exactly_n_and_breaks_ties_by_lowest_index(device):
+    magnitude = torch.tensor([0.3, 0.1, 0.2, 0.1, 0.5, 0.1], device=device)
     assert smallest(magnitude, 2).tolist() == [0, 1, 0, 1, 0, 0]  # three tied at the cut: the first two
     assert smallest(magnitude, 3).tolist() == [0, 1, 0, 1, 0, 1]
     assert smallest(magnitude, 4).tolist() == [0, 1, 1, 1, 0, 1]
     assert smallest(magnitude, 0).tolist() == [0] * 6  # N_c < 1: no candidate
-    assert smallest(torch.full((5,), 0.7), 2).tolist() == [1, 1, 0, 0, 0]
+    assert smallest(torch.full((5,), 0.7, device=device), 2).tolist() == [1, 1, 0, 0, 0]
 
 
-def test_pruned_synapses_are_never_candidates():
-    weight = torch.tensor([[0.0, -0.4, 0.2], [0.9, 0.0, -0.1]])
-    mask = torch.tensor([[0.0, 1, 1], [1, 0, 1]])
+def test_pruned_synapses_are_never_candidates(device):
+    weight = torch.tensor([[0.0, -0.4, 0.2], [0.9, 0.0, -0.1]], device=device)
+    mask = torch.tensor([[0.0, 1, 1], [1, 0, 1]], device=device)
     magnitude = remaining_magnitude(weight, mask).view(-1)
     assert smallest(magnitude, 2).tolist() == [0, 0, 1, 0, 0, 1]
     assert smallest(magnitude, 4).tolist() == [0, 1, 1, 1, 0, 1]
 
 
-def test_counting_resets_and_prunes_on_a_hand_made_sequence():
+def test_counting_resets_and_prunes_on_a_hand_made_sequence(device):
     """Two candidates an iteration among four synapses; p_c = 2.5, so a third consecutive time prunes."""
-    count, mask = torch.zeros(4), torch.ones(4)
+    count, mask = torch.zeros(4, device=device), torch.ones(4, device=device)
     expected = [  # |w| this iteration -> counts, mask after it
         ([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 0], [1, 1, 1, 1]),
         ([0.1, 0.5, 0.2, 0.4], [2, 0, 1, 0], [1, 1, 1, 1]),  # synapse 1 is no candidate: back to 0
@@ -69,27 +69,27 @@ def test_counting_resets_and_prunes_on_a_hand_made_sequence():
         ([0.9, 0.5, 0.2, 0.1], [0, 1, 0, 2], [0, 1, 0, 1]),  # the remaining two are the candidates
     ]
     for step, (weights, counts, masks) in enumerate(expected, start=1):
-        is_candidate = smallest(remaining_magnitude(torch.tensor(weights), mask), 2)
+        is_candidate = smallest(remaining_magnitude(torch.tensor(weights, device=device), mask), 2)
         count_and_prune(count, mask, is_candidate, threshold=2.5)
         assert (count.tolist(), mask.tolist()) == (counts, masks), f"iteration {step}"
 
 
-def test_pruning_fires_exactly_when_the_count_exceeds_p_c():
+def test_pruning_fires_exactly_when_the_count_exceeds_p_c(device):
     """Figure 2: "the threshold is 3, so pruning starts on the fourth epoch"."""
-    count, mask, always = torch.zeros(1), torch.ones(1), torch.ones(1)
+    count, mask, always = torch.zeros(1, device=device), torch.ones(1, device=device), torch.ones(1, device=device)
     for iteration in range(1, 5):
         assert count_and_prune(count, mask, always, threshold=3.0) is (iteration == 4)
         assert mask.item() == (iteration < 4)
 
 
-def linear_model(in_features=2, hidden=2, out_features=None) -> nn.Sequential:
+def linear_model(in_features=2, hidden=2, out_features=None, device="cpu") -> nn.Sequential:
     layers = [nn.Linear(in_features, hidden)] + ([nn.Linear(hidden, out_features)] if out_features else [])
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers).to(device)  # built on the CPU: the same random weights on every device
 
 
-def test_an_iteration_selects_floor_ns_pr_and_recomputes_p_c_as_n_p_grows():
+def test_an_iteration_selects_floor_ns_pr_and_recomputes_p_c_as_n_p_grows(device):
     """N = 4, N_neu = 2, β·N_sam/B = 1: p_r = α·ln 2 = 0.6 and p_c = 2^(4/(4−N_p)) with A = N_neu, μ = 0."""
-    model = linear_model()
+    model = linear_model(device=device)
     callback = SynapticPruning(alpha=0.6 / math.log(2), mu=0, threshold_scale=2, n_neurons=2)
     callback.attach(model, n_samples=1200)
     weight = model[0].weight
@@ -117,8 +117,8 @@ def test_an_iteration_selects_floor_ns_pr_and_recomputes_p_c_as_n_p_grows():
     assert (summary["compression"], summary["pruned"], summary["pruned_fraction"]) == (0.75, 3, {"0": 0.75})
 
 
-def test_per_layer_candidates_and_hidden_only():
-    model = linear_model(4, 3, 2)
+def test_per_layer_candidates_and_hidden_only(device):
+    model = linear_model(4, 3, 2, device)
     per_layer = SynapticPruning(
         alpha=0.55 / math.log(3), mu=0, threshold_scale=1e6, candidates="per_layer", n_neurons=3
     )
@@ -152,13 +152,13 @@ def test_attaching_twice_keeps_the_masks():
     ],
     ids=["sgd-momentum-l2", "adam-l2", "adamw"],
 )
-def test_pruned_weights_stay_exactly_zero_under_any_optimizer_state(make_optimizer):
+def test_pruned_weights_stay_exactly_zero_under_any_optimizer_state(make_optimizer, device):
     torch.manual_seed(0)
-    model = linear_model(8, 6, 3)
+    model = linear_model(8, 6, 3, device)
     callback = SynapticPruning(alpha=0.3 / math.log(6), mu=0, threshold_scale=0.3, n_neurons=6)
     callback.attach(model, n_samples=1200)  # p_r = 0.3, p_c starts at 2^1·0.3/6 = 0.1: one candidacy prunes
     optimizer = make_optimizer(model.parameters())
-    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    x, y = torch.randn(32, 8).to(device), torch.randint(0, 3, (32,)).to(device)
     for step in range(40):
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
@@ -183,8 +183,9 @@ def test_a_two_epoch_run_with_method_bsp(run, tmp_path):
     assert set(stats["pruned_fraction"]) == {"net.0", "net.3"}
 
 
-def test_a_pruning_run_keeps_pruned_weights_zero_with_momentum_and_l2(run, tmp_path):
-    metrics = run("method=bsp", "model.momentum=0.9", "method.l2=0.01", "method.threshold_scale=40")
+def test_a_pruning_run_keeps_pruned_weights_zero_with_momentum_and_l2(run, tmp_path, device):
+    overrides = ("model.momentum=0.9", "method.l2=0.01", "method.threshold_scale=40")
+    metrics = run("method=bsp", f"trainer.accelerator={device.type}", *overrides)
     stats = metrics["method_stats"]
     assert stats["first_pruning_epoch"] == 1 and stats["pruned"] > 0
     state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)["state_dict"]

@@ -90,15 +90,12 @@ def test_dropout_and_l2_change_training(run, tmp_path):
     assert len({tuple(m["train_loss"]) for m in (baseline, dropout, l2)}) == 3
 
 
-NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
-
-
-@pytest.mark.parametrize("accelerator, device", [("cpu", "cpu"), pytest.param("gpu", "cuda", marks=NEEDS_GPU)])
-def test_data_and_model_go_to_the_chosen_device(make_config, accelerator, device):
+def test_data_and_model_go_to_the_chosen_device(make_config, device):
     from devnets.train import build, make_trainer
 
+    accelerator = {"cpu": "cpu", "cuda": "gpu"}[device.type]  # as a user writes it (the tests elsewhere: cuda)
     cfg = make_config(f"trainer.accelerator={accelerator}", "trainer.max_epochs=1")
     data, model, callbacks = build(cfg)
     trainer = make_trainer(cfg, Path(cfg.paths.output_dir), callbacks)
     trainer.fit(model, datamodule=data)
-    assert data.train_x.device.type == data.test_x.device.type == model.device.type == device
+    assert data.train_x.device.type == data.test_x.device.type == model.device.type == device.type
