@@ -218,6 +218,36 @@ def test_both_methods_on_other_float_dtypes(dtype, device):
     assert layer.weight.tolist() == [[0, 0, 0.375, 0.5]]
 
 
+@pytest.mark.parametrize("method", [BDNNDsd(**BDNN), BSP(**BSP_SETTINGS)], ids=["bdnn_dsd", "bsp"])
+def test_counts_cast_to_bfloat16_come_back_exact_from_the_saved_state(method):
+    model = nn.Sequential(linear(FOUR))
+    method.attach(select_weights(model), **({"n_neurons": 2, "n_samples": 1200} if isinstance(method, BSP) else {}))
+    count = next(what for what in method.count_buffers if hasattr(model[0], f"weight_{what}"))
+    getattr(model[0], f"weight_{count}").fill_(257)
+    saved = {key: value.clone() for key, value in model.state_dict().items()}
+    model.to(torch.bfloat16)  # what Lightning's bf16-true precision does after setup: 257 becomes 256
+    assert getattr(model[0], f"weight_{count}").tolist() == [[256] * 4]
+    method.keep_counts_exact(model, saved)
+    assert getattr(model[0], f"weight_{count}").dtype == torch.float32
+    assert getattr(model[0], f"weight_{count}").tolist() == [[257] * 4]
+    assert model[0].weight.dtype == torch.bfloat16
+
+
+def test_under_lightning_bf16_true_the_counts_stay_float32_and_bsp_still_prunes(device):
+    model = Pushed(FOUR, push=0.0)
+    bounds = BoundMask(**BDNN, count_threshold=10)
+    pruning = SynapticPruning(**BSP_SETTINGS, **BSP_SIZES, histogram_every_n_epochs=0)
+    trainer = L.Trainer(
+        max_epochs=1, precision="bf16-true", callbacks=[bounds, pruning], accelerator=device.type, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(model, DataLoader(TensorDataset(torch.zeros(3, 1)), batch_size=1))
+    layer = model.layer
+    assert layer.weight.dtype == layer.weight_bdnn_bound.dtype == layer.weight_bsp_mask.dtype == torch.bfloat16
+    assert layer.weight_bdnn_decay_count.dtype == layer.weight_bsp_candidate_count.dtype == torch.float32
+    assert layer.weight.tolist() == [[0, 0, 0.375, 0.5]]  # 3 iterations: counts 3 > p_c = 2
+
+
 def test_default_selection_takes_linear_and_conv_weights_only():
     model = nn.Sequential(conv(FOUR), nn.BatchNorm2d(1), nn.Flatten(), nn.LayerNorm(1), linear([0.5]))
     assert select_weights(model) == [(model[0], "weight"), (model[4], "weight")]

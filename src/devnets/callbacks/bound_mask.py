@@ -57,6 +57,7 @@ class BoundMask(Callback):
         self.curves: dict[str, list] = {name: [] for name in STATISTICS}
         self.zero_bounds_before: torch.Tensor | None = None
         self.zero_weights_before: torch.Tensor | None = None
+        self.loaded_state: dict[str, torch.Tensor] | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.bounds.attach(select_weights(pl_module, self.layers))
@@ -64,6 +65,14 @@ class BoundMask(Callback):
         for module, name in self.bounds.weights:  # checkpoints written before the buffers were renamed
             renames = {f"{name}_{what}": f"{name}_bdnn_{what}" for what in LEGACY_NAMES}
             self.bounds.hooks.append(load_renamed(module, name, renames))
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self.loaded_state = checkpoint["state_dict"]  # the counts as saved, for on_fit_start
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # after Lightning's precision cast (bf16-true: every float buffer to bfloat16)
+        self.bounds.keep_counts_exact(pl_module, self.loaded_state)
+        self.loaded_state = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.bounds.unhook()

@@ -63,6 +63,7 @@ class SynapticPruning(Callback):
         self.model: nn.Module | None = None
         self.names: list[str] = []
         self.first_pruning_epoch: int | None = None
+        self.loaded_state: dict[str, torch.Tensor] | None = None
 
     # Algorithm 1, steps 1–2, on the weights selected; N_neu and N_sam where the model and data tell them.
 
@@ -78,6 +79,14 @@ class SynapticPruning(Callback):
         for module, name in self.pruning.weights:  # checkpoints written before the buffers were renamed
             renames = {f"{name}_mask": f"{name}_bsp_mask", "candidate_count": f"{name}_bsp_candidate_count"}
             self.pruning.hooks.append(load_renamed(module, name, renames))
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self.loaded_state = checkpoint["state_dict"]  # the counts as saved, for on_fit_start
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # after Lightning's precision cast (bf16-true: every float buffer to bfloat16)
+        self.pruning.keep_counts_exact(pl_module, self.loaded_state)
+        self.loaded_state = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.pruning.recount()  # the masks a resumed run restored after setup

@@ -49,6 +49,8 @@ class BDNNDsd(WeightMethod):
             call :meth:`update` after each; the weights are still clipped after every step).
     """
 
+    count_buffers = ("bdnn_exceed_count", "bdnn_decay_count", "bdnn_exceeded")
+
     def __init__(
         self,
         initial_bound: float = 0.45,

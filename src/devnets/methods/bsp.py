@@ -152,6 +152,8 @@ class BSP(WeightMethod):
             ``per_layer``, each weight's own floor(N_s·p_r) smallest (p_c stays the network's).
     """
 
+    count_buffers = ("bsp_candidate_count",)
+
     def __init__(
         self,
         alpha: float = ALPHA,

@@ -134,6 +134,9 @@ def counting_dtype(weight: torch.Tensor) -> torch.dtype:
 class WeightMethod:
     """What both methods share: the weights they act on, their buffers, and the optimiser hooks."""
 
+    # The buffers (``<name>_<what>``) that hold whole-number counts, in at least float32 (counting_dtype).
+    count_buffers: tuple[str, ...] = ()
+
     def __init__(self) -> None:
         self.weights: list[Weight] = []
         self.hooks: list[RemovableHandle] = []  # every hook placed for the method, for unhook()
@@ -150,6 +153,20 @@ class WeightMethod:
         """Buffer ``<name>_<what>`` on ``module``, kept if it is there already (a second fit, a restored run)."""
         if not hasattr(module, f"{name}_{what}"):
             module.register_buffer(f"{name}_{what}", tensor)
+
+    @torch.no_grad()
+    def keep_counts_exact(self, model: nn.Module, saved: dict[str, torch.Tensor] | None = None) -> None:
+        """Put the counts back in at least float32 where something cast the model's buffers down, as
+        Lightning's ``bf16-true`` and ``16-true`` precisions do (to bfloat16, whose whole numbers are exact
+        only to 256: BSP's counts would stop there, below p_c at 60,000 samples). The values are taken from
+        ``saved`` (the state_dict the model was loaded from, before the cast) where it has them."""
+        for (module, name), weight_name in zip(self.weights, weight_names(model, self.weights), strict=True):
+            dtype = counting_dtype(parameter(module, name))
+            for what in self.count_buffers:
+                count = module._buffers.get(f"{name}_{what}")
+                if count is not None and count.dtype != dtype:
+                    exact = (saved or {}).get(f"{weight_name}_{what}", count)
+                    module.register_buffer(f"{name}_{what}", exact.to(device=count.device, dtype=dtype))
 
     @staticmethod
     def state(module: nn.Module, name: str, what: str) -> torch.Tensor:
