@@ -50,6 +50,21 @@ def test_smallest_marks_exactly_n_and_breaks_ties_by_lowest_index(device):
     assert smallest(torch.full((5,), 0.7, device=device), 2).tolist() == [1, 1, 0, 0, 0]
 
 
+def test_smallest_in_work_tensors_marks_the_same_and_leaves_magnitude_as_it_was(device):
+    """BSP's iterations reuse ``out`` and ``work`` from one to the next: ties, n < 1 and a second input alike."""
+    out, work = torch.full((6,), 9.0, device=device), torch.full((6,), 9.0, device=device)
+    first = torch.tensor([0.3, 0.1, 0.2, 0.1, 0.5, 0.1], device=device)
+    second = torch.tensor([0.4, 0.0, 0.4, 0.2, 0.0, 0.4], device=device)
+    for magnitude in (first, second):
+        before = magnitude.clone()
+        for n in (0, 1, 2, 3, 4, 6):
+            expected = smallest(magnitude, n).tolist()
+            assert smallest(magnitude, n, out=out, work=work) is out
+            assert out.tolist() == expected, (magnitude.tolist(), n)
+        assert torch.equal(magnitude, before)
+    assert smallest(second, 3, out=out, work=work).tolist() == [0, 1, 0, 1, 1, 0]  # a 0.4 tie would be 4th
+
+
 def test_pruned_synapses_are_never_candidates(device):
     weight = torch.tensor([[0.0, -0.4, 0.2], [0.9, 0.0, -0.1]], device=device)
     mask = torch.tensor([[0.0, 1, 1], [1, 0, 1]], device=device)

@@ -113,12 +113,13 @@ class BDNNDsd(WeightMethod):
         else:
             counter.add_(happened)
 
-    def move(self, bound: torch.Tensor, counter: torch.Tensor, by: float) -> bool:
-        """M = M + by where the count reached T_num, and (Algorithm 1) Num = 0 there. Returns False when no
-        count reached T_num, which on the CPU is checked first (one reduction instead of three passes)."""
+    def move(self, bound: torch.Tensor, counter: torch.Tensor, by: float, reached: torch.Tensor) -> bool:
+        """M = M + by where the count reached T_num, and (Algorithm 1) Num = 0 there; ``reached`` is a work
+        tensor shaped as the count. Returns False when no count reached T_num, which on the CPU is checked
+        first (one reduction instead of three passes)."""
         if counter.device.type == "cpu" and (counter.numel() == 0 or float(counter.amax()) < self.count_threshold):
             return False
-        reached = torch.ge(counter, self.count_threshold, out=torch.empty_like(counter))
+        torch.ge(counter, self.count_threshold, out=reached)
         bound.add_(reached, alpha=by)
         if self.reset_after_update:
             counter.addcmul_(counter, reached, value=-1)
@@ -144,8 +145,8 @@ class BDNNDsd(WeightMethod):
         for module, name in self.weights if weights is None else weights:
             weight, bound = parameter(module, name), self.state(module, name, "bdnn_bound")
             exceeded = self.state(module, name, "bdnn_exceeded")
-            magnitude = weight.abs()
-            outside = torch.gt(magnitude, bound, out=torch.empty_like(exceeded))
+            magnitude = torch.abs(weight, out=self.scratch((id(module), name, "magnitude"), weight))
+            outside = torch.gt(magnitude, bound, out=self.scratch((id(module), name, "outside"), exceeded))
             self.limit(weight, bound, magnitude, outside, magnitude)
             torch.maximum(exceeded, outside, out=exceeded)
 
@@ -154,9 +155,11 @@ class BDNNDsd(WeightMethod):
         previous = self.state(module, name, "bdnn_previous_magnitude")
         exceed_count = self.state(module, name, "bdnn_exceed_count")
         decay_count = self.state(module, name, "bdnn_decay_count")
-        magnitude = weight.abs()
+        magnitude = torch.abs(weight, out=self.scratch((id(module), name, "magnitude"), weight))
+        # work tensor of 0/1 events, reused below
+        event = self.scratch((id(module), name, "event"), exceed_count)
         # if w > M or w < -M then Num+ = Num+ + 1 (with cadence epoch: at any step since the last t)
-        outside = torch.gt(magnitude, bound, out=torch.empty_like(exceed_count))
+        outside = torch.gt(magnitude, bound, out=self.scratch((id(module), name, "outside"), exceed_count))
         if self.cadence == "epoch":
             seen = self.state(module, name, "bdnn_exceeded")
             self.count(exceed_count, torch.maximum(outside, seen, out=seen))
@@ -164,10 +167,10 @@ class BDNNDsd(WeightMethod):
         else:
             self.count(exceed_count, outside)
         # if |w(t)| < |w(t-1)| then Num- = Num- + 1
-        self.count(decay_count, torch.lt(magnitude, previous, out=torch.empty_like(decay_count)))
+        self.count(decay_count, torch.lt(magnitude, previous, out=event))
         # if Num+ ≥ T_num then M = M + R_d; Num+ = 0. If Num- ≥ T_num then M = M - R_d; Num- = 0
-        grown = self.move(bound, exceed_count, self.bound_step)
-        shrunk = self.move(bound, decay_count, -self.bound_step)
+        grown = self.move(bound, exceed_count, self.bound_step, reached=event)
+        shrunk = self.move(bound, decay_count, -self.bound_step, reached=event)
         if grown or shrunk or (id(module), name) not in self._rounded:
             # -M ≤ w ≤ M is empty for M < 0: M stops at 0
             F.threshold(bound, ROUNDING * self.bound_step, 0.0, inplace=True)

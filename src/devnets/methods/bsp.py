@@ -25,6 +25,7 @@ In a plain PyTorch loop::
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 
 import numpy as np
 import torch
@@ -82,20 +83,26 @@ def count_threshold(
     return growth * threshold_scale / (n_neurons + mu) * samples_term
 
 
-def _at_most(values: torch.Tensor, cut) -> torch.Tensor:
-    """values ≤ cut, as 0/1 in the dtype of ``values``."""
-    return torch.le(values, cut, out=torch.empty_like(values))
+def _at_most(values: torch.Tensor, cut, out: torch.Tensor | None = None) -> torch.Tensor:
+    """values ≤ cut, as 0/1 in the dtype of ``values`` (in ``out`` when given)."""
+    return torch.le(values, cut, out=torch.empty_like(values) if out is None else out)
 
 
-def _kth_smallest(values: torch.Tensor, k: int):
+def _kth_smallest(values: torch.Tensor, k: int, work: torch.Tensor | None = None):
     """The k-th smallest of the 1-D float32/float64 ``values`` (k from 1): one selection, no sort.
 
     On the CPU NumPy's introselect, 2-4x faster there than ``torch.kthvalue`` (torch 2.14; about 1 ms an
-    iteration at 784-100-10, as much as the training step); ``torch.kthvalue`` on other devices.
+    iteration at 784-100-10, as much as the training step), on a copy of ``values`` in ``work`` when given
+    (a tensor of their shape and dtype): a fresh copy of a large weight costs as much as the selection;
+    ``torch.kthvalue`` on other devices.
     """
-    if values.device.type == "cpu":
+    if values.device.type != "cpu":
+        return values.kthvalue(k).values
+    if work is None:
         return float(np.partition(values.numpy(), k - 1)[k - 1])
-    return values.kthvalue(k).values
+    selected = work.copy_(values).numpy()
+    selected.partition(k - 1)
+    return float(selected[k - 1])
 
 
 def remaining_magnitude(weight: torch.Tensor, weight_mask: torch.Tensor) -> torch.Tensor:
@@ -105,20 +112,23 @@ def remaining_magnitude(weight: torch.Tensor, weight_mask: torch.Tensor) -> torc
     return weight.abs().to(dtype).add_(1 - weight_mask, alpha=torch.finfo(dtype).max)
 
 
-def smallest(magnitude: torch.Tensor, n: int) -> torch.Tensor:
-    """0/1 marks of the ``n`` smallest entries of the 1-D ``magnitude``.
+def smallest(
+    magnitude: torch.Tensor, n: int, out: torch.Tensor | None = None, work: torch.Tensor | None = None
+) -> torch.Tensor:
+    """0/1 marks of the ``n`` smallest entries of the 1-D ``magnitude``, in ``out`` when given (``work``, of
+    the same shape and dtype, is where the selection may run).
 
     Exactly ``n`` are marked: entries equal to the n-th smallest value fill the places left by the
     strictly smaller ones, lowest index first. ``n`` < 1 marks nothing.
     """
     if n < 1:
-        return torch.zeros_like(magnitude)
-    cut = _kth_smallest(magnitude, n)
-    chosen = _at_most(magnitude, cut)
+        return torch.zeros_like(magnitude) if out is None else out.zero_()
+    cut = _kth_smallest(magnitude, n, work)
+    chosen = _at_most(magnitude, cut, out)
     if int(chosen.sum()) > n:  # ties at the cut
         below = magnitude < cut
         at_cut = magnitude == cut
-        chosen = (below | (at_cut & (at_cut.cumsum(0) <= n - below.sum()))).to(magnitude.dtype)
+        chosen.copy_(below | (at_cut & (at_cut.cumsum(0) <= n - below.sum())))
     return chosen
 
 
@@ -259,6 +269,11 @@ class BSP(WeightMethod):
             if self.mask_facts(module, name)[1] is not None:  # else the mask is all ones and w·1 is w
                 weight.mul_(mask)
 
+    def smallest(self, key: Hashable, magnitude: torch.Tensor, n: int) -> torch.Tensor:
+        """:func:`smallest` of the candidates ``key`` (``global``, or a weight), in work tensors of this method."""
+        work = self.scratch((key, "selection"), magnitude)
+        return smallest(magnitude, n, out=self.scratch((key, "candidates"), magnitude), work=work)
+
     @torch.no_grad()
     def iterate(self, weights: list[Weight] | None = None) -> None:
         """Algorithm 1, steps 6–13, on the weights the optimiser step left (all, or ``weights``)."""
@@ -273,7 +288,8 @@ class BSP(WeightMethod):
         dtypes = {counting_dtype(weight) for weight in parameters}
         flat = None
         if len(dtypes) == 1:
-            flat = torch.empty(sum(w.numel() for w in parameters), dtype=dtypes.pop(), device=parameters[0].device)
+            total = sum(w.numel() for w in parameters)
+            flat = self.scratch("magnitudes", parameters[0], shape=(total,), dtype=dtypes.pop())
         magnitudes, start = [], 0
         for weight, (_, penalty) in zip(parameters, facts, strict=True):
             if flat is None:
@@ -288,12 +304,12 @@ class BSP(WeightMethod):
             magnitudes.append(magnitude if penalty is None else magnitude.add_(penalty))
         if self.candidates == "global":  # step 6: the N_c = floor(N_s·p_r) smallest remaining |w|
             every = flat if flat is not None else torch.cat(magnitudes)
-            chosen = smallest(every, math.floor(sum(remaining) * self.rate))
+            chosen = self.smallest("global", every, math.floor(sum(remaining) * self.rate))
             is_candidate = chosen.split([magnitude.numel() for magnitude in magnitudes])
         else:
             is_candidate = [
-                smallest(magnitude, math.floor(n_remaining * self.rate))
-                for magnitude, n_remaining in zip(magnitudes, remaining, strict=True)
+                self.smallest((id(module), name), magnitude, math.floor(n_remaining * self.rate))
+                for (module, name), magnitude, n_remaining in zip(weights, magnitudes, remaining, strict=True)
             ]
         pruned = [  # steps 7–12
             count_and_prune(count, mask, chosen.reshape(count.shape), self.threshold)

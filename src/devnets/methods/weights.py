@@ -11,7 +11,7 @@ still applies on top.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -140,6 +140,8 @@ class WeightMethod:
     def __init__(self) -> None:
         self.weights: list[Weight] = []
         self.hooks: list[RemovableHandle] = []  # every hook placed for the method, for unhook()
+        # Work tensors that a step overwrites, kept from one step to the next (see ``scratch``).
+        self._scratch: dict[Hashable, torch.Tensor] = {}
 
     def attach(self, weights: Iterable[Weight]) -> None:
         """Act on ``weights``, ``(module, name)`` pairs (see :func:`select_weights`)."""
@@ -173,6 +175,21 @@ class WeightMethod:
         """The buffer ``<name>_<what>`` of ``module``."""
         buffer = module._buffers.get(f"{name}_{what}")
         return buffer if buffer is not None else getattr(module, f"{name}_{what}")
+
+    def scratch(
+        self, key: Hashable, like: torch.Tensor, shape: Sequence[int] | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """A work tensor for a step to overwrite, the same one at every step with this ``key``: shaped and typed as
+        ``like`` unless ``shape`` or ``dtype`` are given, on its device. On the CPU a fresh tensor of a large
+        weight's size costs more than the pass that fills it (its pages are faulted in anew)."""
+        shape, dtype = like.shape if shape is None else torch.Size(shape), like.dtype if dtype is None else dtype
+        tensor = self._scratch.get(key)
+        if (
+            tensor is None or tensor.shape != shape or tensor.dtype != dtype or tensor.device != like.device
+            or (tensor.is_inference() and not torch.is_inference_mode_enabled())  # read-only outside inference mode
+        ):
+            tensor = self._scratch[key] = torch.empty(shape, dtype=dtype, device=like.device)
+        return tensor
 
     def parameters(self, weights: Iterable[Weight] | None = None) -> list[nn.Parameter]:
         return [parameter(module, name) for module, name in (self.weights if weights is None else weights)]
