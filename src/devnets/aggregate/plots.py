@@ -452,6 +452,8 @@ def plot_sensitivity(complete: pd.DataFrame, cells: pd.DataFrame, path: Path, ti
                           linestyle=mine.linestyle, linewidth=mine.linewidth)
             for cell in others.itertuples():
                 level = getattr(cell, f"{cell_measure}_mean")
+                if cell_measure == "L" and cell.method == "baseline":
+                    level = 1.0  # L's reference: the baseline reaches every level at its own epoch
                 if math.isfinite(level):
                     style = method_style(cell.method)
                     axis.axhline(level, label=cell.method, color=style.color, linestyle=style.linestyle,
