@@ -507,6 +507,24 @@ def test_committed_records_rebuild_the_tables_without_checkpoints(capsys, tmp_pa
         "curves_cifar10-n50000_h10.png", "weights_cifar10-n50000_h10.png", "zeros_cifar10-n50000_h10.png"]
 
 
+def test_a_runs_table_reads_back_beside_new_records(capsys, sweep, tmp_path):
+    """results/grid_full/runs.csv holds the 10- and 100-hidden runs of sweeps from before records were
+    committed; the 500-hidden runs come as records: one aggregate of both gives every cell."""
+    aggregate(capsys, sweep, "--out", tmp_path / "before", *FIVE_SEEDS)
+    newer = tmp_path / "records"
+    for seed, final in enumerate((70.0, 72.0, 74.0)):
+        write_run(newer, "baseline", seed, [10.0, 20.0, 30.0, 40.0, final], hidden=500)
+    err = aggregate(capsys, tmp_path / "before" / "runs.csv", newer, "--out", tmp_path / "after", *FIVE_SEEDS).err
+    before, after = read_csv(tmp_path / "before" / "cells.csv"), read_csv(tmp_path / "after" / "cells.csv")
+    def numbers(rows):  # a runs table holds no method settings: the rest, L included (from no curves)
+        return [{key: value for key, value in row.items() if key != "method_settings"} for row in rows]
+
+    assert numbers(row for row in after if row["hidden"] == "100") == numbers(before)
+    assert float(cell(after, "baseline", "500")["final_acc_mean"]) == 72.0
+    assert "7 runs read from a runs table have no per-epoch curves: the curves plot leaves them out" in err
+    assert sorted(path.name for path in (tmp_path / "after").glob("curves_*.png")) == ["curves_mnist-n1200_h500.png"]
+
+
 @pytest.mark.parametrize("problem", ["missing", "empty", "file"])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(capsys, sweep, tmp_path, problem):
     (tmp_path / "empty").mkdir()

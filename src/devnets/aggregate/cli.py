@@ -42,7 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="devnets-aggregate",
                            description="Aggregate sweeps into the papers' tables, or print their progress (--status).")
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR",
-                        help="folders searched (recursively) for metrics.json")
+                        help="folders searched (recursively) for metrics.json, or runs tables (.csv) that aggregate "
+                             "wrote as runs.csv (the runs of sweeps from before each run's metrics.json was kept)")
     parser.add_argument("--out", type=Path, help="output folder (default: <first SWEEP_DIR>/aggregate)")
     parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                         help="seeds each cell should have (default: every seed some run read has)")
@@ -59,8 +60,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for sweep in args.sweep_dirs:
         if not sweep.exists():
             parser.error(f"SWEEP_DIR '{sweep}' does not exist")
+        if sweep.is_file() and sweep.suffix == ".csv":  # a runs table
+            continue
         if not sweep.is_dir():
-            parser.error(f"SWEEP_DIR '{sweep}' is not a directory")
+            parser.error(f"SWEEP_DIR '{sweep}' is not a directory or a runs table (.csv)")
         if next(sweep.rglob(METRICS_FILE), None) is None:
             parser.error(f"SWEEP_DIR '{sweep}' holds no {METRICS_FILE}")
     if args.out is not None and args.out.exists() and not args.out.is_dir():

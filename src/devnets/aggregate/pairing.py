@@ -52,9 +52,13 @@ def add_rates(runs: pd.DataFrame, references: Sequence[str]) -> pd.DataFrame:
         return [runs.at[row, column] if row is not None else math.nan for row in matches[reference]]
 
     for reference in references:
-        runs[rate_name(reference)] = [
-            convergence_rate(curve, other) if isinstance(other, list) else math.nan
-            for curve, other in zip(runs["test_acc"], matched(reference, "test_acc"), strict=True)
+        name = rate_name(reference)
+        runs[name] = [
+            convergence_rate(curve, other) if curve and isinstance(other, list) and other
+            else (recorded or {}).get(name, math.nan)  # a run read from a runs table: its L as written there
+            for curve, other, recorded in zip(
+                runs["test_acc"], matched(reference, "test_acc"), runs["recorded_rates"], strict=True
+            )
         ]
     for reference in CLAIM_REFERENCES:
         runs[f"acc_gain_vs_{reference}"] = runs["final_test_acc"] - matched(reference, "final_test_acc")

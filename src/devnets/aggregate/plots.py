@@ -473,8 +473,14 @@ def write_plots(runs: pd.DataFrame, cells: pd.DataFrame, out: Path, warnings: li
     for (dataset, n_train, hidden), group in complete.groupby(["dataset", "n_train", "hidden"], sort=True):
         stem = f"{dataset}-n{n_train}_h{hidden}"
         title = f"{DATASET_TITLES.get(dataset, dataset)}, {n_train:,} samples, {hidden} hidden"
-        names = [f"curves_{stem}.png"]
-        plot_curves(group, out / names[0], title)
+        names = []
+        with_curves = group[group["test_acc"].map(len) > 0]
+        if len(with_curves):
+            names.append(f"curves_{stem}.png")
+            plot_curves(with_curves, out / names[0], title)
+        if len(with_curves) < len(group):
+            warnings.append(f"{title}: {len(group) - len(with_curves)} runs read from a runs table have no "
+                            "per-epoch curves: the curves plot leaves them out")
         if plot_weights(group, out / f"weights_{stem}.png", title, warnings):
             names.append(f"weights_{stem}.png")
         if plot_zero_sets(group, out / f"zeros_{stem}.png", title, warnings):

@@ -110,7 +110,42 @@ def run_record(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
             {key: value for key, value in method_settings.items() if key not in ("name", "callbacks")},
             sort_keys=True,
         ) if method_settings else "",
+        # a run read from a runs table: its variant label and its L against each reference, as written there
+        "recorded_variant": None,
+        "recorded_rates": None,
     }
+
+
+def table_records(path: Path) -> list[dict[str, Any]]:
+    """The runs of a runs table (the runs.csv aggregate writes: cli.RUN_COLUMNS and the L columns), as
+    :func:`run_record` gives a run's metrics.json, with the variant and L as aggregate wrote them. It holds
+    the runs of sweeps from before each run's metrics.json was committed (results/runs/grid_full/
+    earlier_runs.csv): every number the tables need, not the curves, histograms or settings."""
+    table = pd.read_csv(path, dtype={"variant": str, "error": str, "experiment": str}, keep_default_na=True)
+    absent = [column for column in [*GROUP, "seed", "status"] if column not in table.columns]
+    if absent:
+        raise ValueError(f"{path}: not a runs table aggregate wrote (no {', '.join(absent)} column)")
+    records = []
+    for row in table.to_dict("records"):
+        complete = row["status"] == "complete"
+        metrics = {
+            key: None if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()
+        }
+        record = run_record(Path(str(row.get("path") or path)), {
+            **metrics,
+            "max_epochs": first_given(metrics.get("max_epochs"), metrics.get("epochs") if complete else None),
+            "test_acc": None, "config": None, "error": metrics.get("error"),
+        })
+        record["compression"] = number(metrics.get("compression"))  # already a percentage there
+        for name in SENSITIVITY:
+            record[name] = number(metrics.get(name))
+        record["final_val_acc"] = number(metrics.get("final_val_acc"))
+        record["recorded_variant"] = metrics.get("variant") or ""
+        record["recorded_rates"] = {
+            key: number(value) for key, value in metrics.items() if key == "L" or key.startswith("L_vs_")
+        }
+        records.append(record)
+    return records
 
 
 def unreadable_record(run_dir: Path, reason: str) -> dict[str, Any] | None:
@@ -129,6 +164,9 @@ def read_runs(sweep_dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[st
     path names its cell), and a warning for each metrics.json that is not readable."""
     runs, warnings, seen = [], [], set()
     for sweep in sweep_dirs:
+        if sweep.is_file():  # a runs table (.csv)
+            runs.extend(table_records(sweep))
+            continue
         for path in sorted(sweep.rglob(METRICS_FILE)):
             if path.resolve() in seen:
                 continue
@@ -168,6 +206,8 @@ def variant_labels(runs: pd.DataFrame) -> pd.Series:
             labels[index] = ", ".join(
                 f"{key.removeprefix('method.')}={settings.get(key, 'unset')}" for key in varying
             )
+    recorded = runs["recorded_variant"].notna()
+    labels[recorded] = runs.loc[recorded, "recorded_variant"]
     return labels
 
 
@@ -182,9 +222,11 @@ def method_rank(method: str) -> int:
 
 
 def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """One run per cell and seed: the most finished (complete first), then the first by path."""
+    """One run per cell and seed: the most finished (complete first), a run's record before a runs table's
+    row (which has no curves), then the first by path."""
     rank = runs["status"].map({status: rank for rank, status in enumerate(STATUS_ORDER)})
-    ordered = runs.assign(_rank=rank).sort_values(["_rank", "path"], kind="stable").drop(columns="_rank")
+    ordered = runs.assign(_rank=rank, _table=runs["recorded_variant"].notna()).sort_values(
+        ["_rank", "_table", "path"], kind="stable").drop(columns=["_rank", "_table"])
     kept: dict[tuple, str] = {}
     dropped, warnings = [], []
     keys = ordered[[*CELL, "seed"]].itertuples(index=False)
