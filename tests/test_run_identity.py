@@ -146,6 +146,34 @@ def test_sigterm_before_training_ends_the_run_even_where_a_handler_only_logs_it(
     assert read_metrics(tmp_path / "run") is None
 
 
+def test_a_sigterm_while_a_stopped_run_writes_its_record_leaves_the_record_whole(run, tmp_path, monkeypatch):
+    """In a SLURM job, SLURM's SIGTERM follows submitit's requeue (a SystemExit in the run) by milliseconds:
+    the run's ``interrupted`` record is still written, and the SIGTERM reaches submitit's handler."""
+    logged = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: logged.append(signum))
+
+    def requeued(*args):
+        raise SystemExit(-1)  # submitit's exit once it has requeued the job
+
+    write_metrics = devnets.train.write_metrics
+
+    def write_under_sigterm(run_dir, metrics):
+        if metrics["status"] == "interrupted":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler runs here
+        return write_metrics(run_dir, metrics)
+
+    monkeypatch.setattr(devnets.train, "results", requeued)
+    monkeypatch.setattr(devnets.train, "write_metrics", write_under_sigterm)
+    try:
+        with pytest.raises(RunInterrupted):
+            run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert logged == [signal.SIGTERM]
+    assert read_metrics(tmp_path / "run")["status"] == "interrupted"
+
+
 def test_a_full_disk_is_one_line_naming_the_file(data_root, tmp_path, monkeypatch):
     def full(run_dir, metrics):
         raise OSError(28, "No space left on device", str(run_dir / "metrics.json"))

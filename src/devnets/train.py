@@ -95,7 +95,10 @@ def stopped(error: BaseException) -> bool:
 
 class SigtermStops:
     """While entered, SIGTERM stops the run (SystemExit) wherever it is; within :meth:`left_to_lightning`
-    (``trainer.fit``) Lightning's own SIGTERM handler stops it at the next batch instead.
+    (``trainer.fit``) Lightning's own SIGTERM handler stops it at the next batch instead, and within
+    :meth:`while_ending` (a stopped or failed run writing its record) it waits for the record to be whole: in
+    a SLURM job, SLURM's SIGTERM follows submitit's requeue by milliseconds, and raised there it cut the
+    ``interrupted`` record short.
 
     Without it a SIGTERM outside ``trainer.fit`` (loading data, saving the end) kills the process as it
     stands, or, in a SLURM job, is only logged by submitit (which waits for its time-out signal), so a
@@ -104,7 +107,7 @@ class SigtermStops:
 
     def __init__(self) -> None:
         self.previous: Any = None
-        self.installed = self.fitting = False
+        self.installed = self.deferred = False
 
     def __enter__(self) -> SigtermStops:
         # Only the main thread may set handlers; a SIGTERM someone chose to ignore stays ignored.
@@ -120,16 +123,18 @@ class SigtermStops:
     def handle(self, signum: int, frame: Any) -> None:
         if callable(self.previous):  # submitit's handler logs it
             self.previous(signum, frame)
-        if not self.fitting:
+        if not self.deferred:
             raise SystemExit(128 + signum)
 
     @contextmanager
-    def left_to_lightning(self) -> Iterator[None]:
-        self.fitting = True
+    def _deferring(self) -> Iterator[None]:
+        self.deferred = True
         try:
             yield
         finally:
-            self.fitting = False
+            self.deferred = False
+
+    left_to_lightning = while_ending = _deferring
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -378,13 +383,15 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str
             metrics = write_metrics(run_dir, metrics)
         except BaseException as error:
             if stopped(error):
-                write_metrics(run_dir, {**metrics, "status": "interrupted", **record.history})
+                with sigterm.while_ending():
+                    write_metrics(run_dir, {**metrics, "status": "interrupted", **record.history})
                 raise RunInterrupted(
                     f"{run_dir}: interrupted ({type(error).__name__}) after {len(record.history['test_acc'])} "
                     f"epochs; the same command resumes it from {CHECKPOINT}"
                 ) from None
             if isinstance(error, Exception):
-                write_metrics(run_dir, {**metrics, "status": "failed", "error": f"{type(error).__name__}: {error}"})
+                with sigterm.while_ending():
+                    write_metrics(run_dir, {**metrics, "status": "failed", "error": f"{type(error).__name__}: {error}"})
             raise
     log.info("%s: %s, final test accuracy %.2f%%", run_dir, metrics["status"], metrics["final_test_acc"])
     return metrics
