@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from devnets.dataset_info import DATASETS
 from devnets.results import CorruptMetrics, read_metrics
 
 
@@ -28,11 +29,20 @@ def tuning_runs(sweep_dirs: list[Path], key: str) -> pd.DataFrame:
             if metrics["status"] != "complete" or not metrics.get("val_acc"):
                 continue
             rows.append({
-                "dataset": metrics["dataset"], "n_train": metrics["n_train"], "hidden": metrics["hidden"],
+                "dataset": metrics["dataset"], "n_train": cell_size(metrics), "hidden": metrics["hidden"],
                 "seed": metrics["seed"], "value": metrics["config"]["method"][key],
                 "val_acc": metrics["val_acc"][-1], "test_acc": metrics["final_test_acc"],
             })
     return pd.DataFrame(rows)
+
+
+def cell_size(metrics: dict) -> int:
+    """The training-set size of the cell a tuning run chooses for: its ``n_train``, or the whole training set
+    when the run split that into ``n_train`` and the validation samples (55,000 + 5,000 for MNIST's 60,000)."""
+    n_train = metrics["n_train"]
+    val_size = ((metrics.get("config") or {}).get("data") or {}).get("val_size") or 0
+    info = DATASETS.get(metrics["dataset"])
+    return info.train_size if info is not None and n_train + val_size == info.train_size else n_train
 
 
 def best_per_cell(runs: pd.DataFrame) -> pd.DataFrame:
