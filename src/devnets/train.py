@@ -94,9 +94,9 @@ def stopped(error: BaseException) -> bool:
 
 
 class SigtermStops:
-    """While entered, SIGTERM stops the run (SystemExit) wherever it is; within :meth:`left_to_lightning`
-    (``trainer.fit``) Lightning's own SIGTERM handler stops it at the next batch instead, and within
-    :meth:`while_ending` (a stopped or failed run writing its record) it waits for the record to be whole: in
+    """While entered, SIGTERM stops the run (SystemExit) wherever it is; within :meth:`deferring` it does not
+    raise: in ``trainer.fit`` Lightning's own SIGTERM handler stops the run at the next batch instead, and a
+    stopped or failed run writing its record gets the record written whole: in
     a SLURM job, SLURM's SIGTERM follows submitit's requeue by milliseconds, and raised there it cut the
     ``interrupted`` record short.
 
@@ -127,14 +127,12 @@ class SigtermStops:
             raise SystemExit(128 + signum)
 
     @contextmanager
-    def _deferring(self) -> Iterator[None]:
+    def deferring(self) -> Iterator[None]:
         self.deferred = True
         try:
             yield
         finally:
             self.deferred = False
-
-    left_to_lightning = while_ending = _deferring
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -374,7 +372,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str
         metrics = {**run_summary(cfg), "status": "running", "config": settings}
         try:
             write_metrics(run_dir, metrics)
-            with sigterm.left_to_lightning():
+            with sigterm.deferring():
                 trainer.fit(model, datamodule=data, ckpt_path=checkpoint)
             if not fast_dev_run:
                 trainer.save_checkpoint(run_dir / CHECKPOINT, weights_only=False)
@@ -383,14 +381,14 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[str
             metrics = write_metrics(run_dir, metrics)
         except BaseException as error:
             if stopped(error):
-                with sigterm.while_ending():
+                with sigterm.deferring():
                     write_metrics(run_dir, {**metrics, "status": "interrupted", **record.history})
                 raise RunInterrupted(
                     f"{run_dir}: interrupted ({type(error).__name__}) after {len(record.history['test_acc'])} "
                     f"epochs; the same command resumes it from {CHECKPOINT}"
                 ) from None
             if isinstance(error, Exception):
-                with sigterm.while_ending():
+                with sigterm.deferring():
                     write_metrics(run_dir, {**metrics, "status": "failed", "error": f"{type(error).__name__}: {error}"})
             raise
     log.info("%s: %s, final test accuracy %.2f%%", run_dir, metrics["status"], metrics["final_test_acc"])
