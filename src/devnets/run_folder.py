@@ -41,10 +41,11 @@ class RunConflict(RuntimeError):
     """The run's folder holds another run, or is in use by another process."""
 
 
-def tensorboard_name(run_dir: str) -> str:
+def tensorboard_name(run_dir: str | None) -> str:
     """The TensorBoard logger's ``name``: '' (event files in the run's folder, so TensorBoard names the run by its
-    folder), or ``tensorboard`` for a run begun when they went there, which keeps its curves in one place."""
-    return LEGACY_TENSORBOARD if (Path(run_dir) / LEGACY_TENSORBOARD).is_dir() else ""
+    folder), or ``tensorboard`` for a run begun when they went there, which keeps its curves in one place.
+    No folder yet (``--cfg job --resolve`` prints the config before Hydra makes one): ''."""
+    return LEGACY_TENSORBOARD if run_dir and (Path(run_dir) / LEGACY_TENSORBOARD).is_dir() else ""
 
 
 def register_resolvers() -> None:
