@@ -14,7 +14,7 @@ output_root=${2:?usage: scripts/run_queue.sh QUEUE_FILE OUTPUT_ROOT DATA_ROOT}
 data_root=${3:?usage: scripts/run_queue.sh QUEUE_FILE OUTPUT_ROOT DATA_ROOT}
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$output_root"
-cp -rn "$repo/results/runs/." "$output_root/"
+flock "$output_root/.copy.lock" cp -rn "$repo/results/runs/." "$output_root/"  # two queues start together
 grep -vE '^\s*(#|$)' "$queue" | while read -r line; do
   echo "$(date -Is) start: $line"
   # shellcheck disable=SC2086  # each line is a list of arguments

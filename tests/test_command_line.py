@@ -77,6 +77,13 @@ def test_hydra_flags_still_reach_hydra():
     assert "name: bsp" in completed.stdout and "- a" in completed.stdout
 
 
+def test_the_resolved_config_prints_with_each_cells_own_setting():
+    # --resolve used to fail on the TensorBoard logger's name, which looks into a run folder not made yet
+    completed = train_command("--cfg", "job", "--resolve", "data=fashion_mnist", "model.hidden=10", "method=l2")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "  l2: 0.0003\n" in completed.stdout  # conf/per_cell/paper.yaml's full-set pick for this cell
+
+
 def imported_modules(stderr: str) -> set[str]:
     """The modules a ``python -X importtime`` run imported."""
     return {line.split("|")[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
