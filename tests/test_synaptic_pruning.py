@@ -132,6 +132,37 @@ def test_an_iteration_selects_floor_ns_pr_and_recomputes_p_c_as_n_p_grows(device
     assert (summary["compression"], summary["pruned"], summary["pruned_fraction"]) == (0.75, 3, {"0": 0.75})
 
 
+@pytest.mark.parametrize("candidates", ["global", "per_layer"])
+def test_guessing_the_cut_from_the_last_iteration_never_changes_the_candidates(monkeypatch, candidates):
+    """The selection runs among the |w| at or below the last cut × CUT_SLACK when enough are (devnets.methods.bsp):
+    a slack of 0 (never enough: every selection over all weights), 1.25 and 1e30 (all of them) give the same
+    counts and masks over 60 noisy iterations with ties and pruning."""
+    from devnets.methods import bsp
+
+    def run(slack):
+        monkeypatch.setattr(bsp, "CUT_SLACK", slack)
+        torch.manual_seed(0)
+        model = linear_model(20, 30, 5)
+        pruning = bsp.BSP(alpha=0.1, mu=0, threshold_scale=8, candidates=candidates)
+        pruning.attach([(model[0], "weight"), (model[1], "weight")], n_neurons=30, n_samples=1200)
+        history = []
+        for _ in range(60):
+            with torch.no_grad():
+                for layer in model:
+                    layer.weight.add_(torch.randn_like(layer.weight), alpha=0.01)
+                    layer.weight[:, :2] = 0.05  # ties at the cut
+            pruning.iterate()
+            history.append([t.clone() for t in pruning.candidate_counts() + pruning.masks()])
+        return history, pruning.n_pruned
+
+    full, n_pruned = run(0.0)
+    assert n_pruned > 0
+    for slack in (1.25, 1e30):
+        guessed, _ = run(slack)
+        assert all(torch.equal(a, b) for step_a, step_b in zip(full, guessed, strict=True)
+                   for a, b in zip(step_a, step_b, strict=True))
+
+
 def test_per_layer_candidates_and_hidden_only(device):
     model = linear_model(4, 3, 2, device)
     per_layer = SynapticPruning(

@@ -39,6 +39,9 @@ ALPHA, BETA, MU, A, B = 0.048, 50, 146, 1244, 60_000
 RATE_FORMS = ("plus_one", "printed")
 ITERATIONS = ("batch", "epoch")
 CANDIDATES = ("global", "per_layer")
+# The next iteration's cut is guessed at the last one's times this (see _kth_smallest): a guess too low
+# costs one pass before the full selection, one too high a larger copy to select among.
+CUT_SLACK = 1.25
 
 
 def _log_samples_squared(n_samples: int, beta: float, sample_scale: float) -> float:
@@ -88,16 +91,29 @@ def _at_most(values: torch.Tensor, cut, out: torch.Tensor | None = None) -> torc
     return torch.le(values, cut, out=torch.empty_like(values) if out is None else out)
 
 
-def _kth_smallest(values: torch.Tensor, k: int, work: torch.Tensor | None = None):
+def _kth_smallest(
+    values: torch.Tensor, k: int, work: torch.Tensor | None = None, guess: float | None = None
+):
     """The k-th smallest of the 1-D float32/float64 ``values`` (k from 1): one selection, no sort.
 
     On the CPU NumPy's introselect, 2-4x faster there than ``torch.kthvalue`` (torch 2.14; about 1 ms an
     iteration at 784-100-10, as much as the training step), on a copy of ``values`` in ``work`` when given
     (a tensor of their shape and dtype): a fresh copy of a large weight costs as much as the selection;
     ``torch.kthvalue`` on other devices.
+
+    ``guess``, a value likely a little above the answer (the previous iteration's answer, raised): when at
+    least k values are ≤ it, the k smallest are all among those, and the selection runs on them alone,
+    which gives the same value. |w| moves little from one step to the next, so at 3072 × 500 weights this
+    selects among ~3% of them: 0.5 ms instead of 12.
     """
     if values.device.type != "cpu":
         return values.kthvalue(k).values
+    if guess is not None:
+        array = values.numpy()
+        at_most_guess = array[array <= guess]  # a copy
+        if at_most_guess.size >= k:
+            at_most_guess.partition(k - 1)
+            return float(at_most_guess[k - 1])
     if work is None:
         return float(np.partition(values.numpy(), k - 1)[k - 1])
     selected = work.copy_(values).numpy()
@@ -113,17 +129,22 @@ def remaining_magnitude(weight: torch.Tensor, weight_mask: torch.Tensor) -> torc
 
 
 def smallest(
-    magnitude: torch.Tensor, n: int, out: torch.Tensor | None = None, work: torch.Tensor | None = None
+    magnitude: torch.Tensor,
+    n: int,
+    out: torch.Tensor | None = None,
+    work: torch.Tensor | None = None,
+    cut: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """0/1 marks of the ``n`` smallest entries of the 1-D ``magnitude``, in ``out`` when given (``work``, of
-    the same shape and dtype, is where the selection may run).
+    the same shape and dtype, is where the selection may run; ``cut``, the n-th smallest, when known).
 
     Exactly ``n`` are marked: entries equal to the n-th smallest value fill the places left by the
     strictly smaller ones, lowest index first. ``n`` < 1 marks nothing.
     """
     if n < 1:
         return torch.zeros_like(magnitude) if out is None else out.zero_()
-    cut = _kth_smallest(magnitude, n, work)
+    if cut is None:
+        cut = _kth_smallest(magnitude, n, work)
     chosen = _at_most(magnitude, cut, out)
     if int(chosen.sum()) > n:  # ties at the cut
         below = magnitude < cut
@@ -190,6 +211,8 @@ class BSP(WeightMethod):
         self.rate = self.threshold = math.nan
         # Per weight, what its mask implies (see ``mask_facts``), with the mask and its version it was read from.
         self._facts: dict[tuple[int, str], tuple[torch.Tensor, int | None, int, torch.Tensor | None]] = {}
+        # Per set of candidates (``global``, or a weight), the last iteration's cut: the next one's guess.
+        self._cuts: dict[Hashable, float | torch.Tensor] = {}
 
     def pruning_rate(self, n_neurons: int | None, n_samples: int | None) -> float:
         """Eq. (1) at N_neu = ``n_neurons`` and N_sam = ``n_samples``, which must give p_r < 1."""
@@ -270,9 +293,15 @@ class BSP(WeightMethod):
                 weight.mul_(mask)
 
     def smallest(self, key: Hashable, magnitude: torch.Tensor, n: int) -> torch.Tensor:
-        """:func:`smallest` of the candidates ``key`` (``global``, or a weight), in work tensors of this method."""
-        work = self.scratch((key, "selection"), magnitude)
-        return smallest(magnitude, n, out=self.scratch((key, "candidates"), magnitude), work=work)
+        """:func:`smallest` of the candidates ``key`` (``global``, or a weight), in work tensors of this method,
+        guessing the cut from the last iteration's."""
+        out = self.scratch((key, "candidates"), magnitude)
+        if n < 1:
+            return smallest(magnitude, n, out)
+        last_cut = self._cuts.get(key)
+        guess = None if last_cut is None else last_cut * CUT_SLACK
+        cut = self._cuts[key] = _kth_smallest(magnitude, n, self.scratch((key, "selection"), magnitude), guess)
+        return smallest(magnitude, n, out, cut=cut)
 
     @torch.no_grad()
     def iterate(self, weights: list[Weight] | None = None) -> None:
