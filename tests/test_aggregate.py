@@ -318,6 +318,22 @@ def test_status_counts_each_cells_runs_and_times_whats_left(capsys, tmp_path):
     assert not (root / "aggregate").exists()
 
 
+def test_status_times_a_cell_with_no_complete_run_by_its_running_runs_train_log(capsys, tmp_path):
+    root = tmp_path / "outputs"
+    run_dir = write_run(root, "bsp", 0, status="running", hidden=500, max_epochs=10)
+    line = "[2026-12-01 10:{:02d}:{:02d},000][devnets.epochs][INFO] - epoch {}: test/acc 50.0"
+    log = [line.format(0, 10 * epoch, epoch) for epoch in (1, 2, 3)]  # 10 s an epoch, then stopped
+    log += ["[2026-12-01 10:30:00,000][devnets][INFO] - resuming from last.ckpt"]
+    log += [line.format(31, 15 * (epoch - 2), epoch) for epoch in (3, 4, 5)]  # resumed after epoch 2: 15 s an epoch
+    (run_dir / "train.log").write_text("\n".join(log) + "\n")
+    write_run(root, "bsp", 1, status="running", hidden=500, max_epochs=10)  # no train.log yet
+    printed = aggregate(capsys, "--status", root, "--seeds", "0", "1").out
+    row = next(line for line in printed.splitlines() if "| 500 " in line)
+    # complete, running, failed, diverged, not started, s/epoch, left: (10 - 5) + 10 epochs at 15 s
+    assert [cell.strip() for cell in row.split("|")[5:-1]] == ["0", "2", "0", "0", "0", "15.00", "4 min"]
+    assert "not counting" not in printed
+
+
 def test_status_reads_no_torch_or_lightning(sweep):
     code = ("import sys; from devnets.aggregate import status_main; assert status_main([sys.argv[1]]) == 0; "
             "assert not {'torch', 'lightning', 'matplotlib'} & set(sys.modules), sorted(sys.modules)")

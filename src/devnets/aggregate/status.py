@@ -3,16 +3,20 @@
 Per cell (dataset, n_train, hidden, method, variant as devnets.aggregate groups them), how many of the
 expected seeds are complete, running, failed (failed, or a metrics.json that cannot be read), diverged
 and not started, and the time left: each unfinished run's epochs left (a running run's done epochs are
-counted where its metrics.json gives them, none otherwise) at the cell's seconds per epoch, the mean of
+counted from its train.log's epoch lines) at the cell's seconds per epoch, the mean of
 ``train_seconds / epochs`` over its complete runs (over the complete runs of the same dataset, n_train and
-hidden when the cell has none). The ETA divides the total by the runs at a time (``--jobs``, default the
-runs running now, at least one). Reads metrics.json files only: no torch, no lightning.
+hidden when the cell has none, and else the running runs' own pace over their last epochs in train.log).
+The ETA divides the total by the runs at a time (``--jobs``, default the runs running now, at least one).
+Reads metrics.json and train.log files only: no torch, no lightning.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +27,10 @@ from devnets.aggregate.runs import CELL, NothingToAggregate, drop_duplicates, ex
 COUNTS = {"complete": ("complete",), "running": ("running",), "failed": ("failed", "unreadable"),
           "diverged": ("diverged",)}
 SIZE = ["dataset", "n_train", "hidden"]
+# devnets.callbacks.run_record's line after each epoch, as conf/hydra/default.yaml formats it in train.log.
+EPOCH_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[devnets\.epochs\]\[INFO\] - epoch (\d+):", re.M)
+RECENT_EPOCHS = 20  # a running run's pace: over its last epochs, after any stop and resume
+LOG_TAIL_BYTES = 64 * 1024
 
 
 def duration(seconds: float) -> str:
@@ -33,20 +41,50 @@ def duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
-def seconds_per_epoch(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per run, its cell's mean seconds per epoch over complete runs, else its size's; NaN without either."""
+def logged_progress(run_dir: str) -> tuple[float, float]:
+    """A running run's epochs done and its seconds per epoch over its last RECENT_EPOCHS epochs since it last
+    (re)started, from the epoch lines of its train.log; NaN for what the log does not give."""
+    try:
+        with open(Path(run_dir) / "train.log", "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            lines = EPOCH_LINE.findall(log.read().decode("utf-8", "replace"))
+    except OSError:
+        return math.nan, math.nan
+    if not lines:
+        return math.nan, math.nan
+    first = len(lines) - 1  # back to where the epochs stop counting up by one: a resume from a checkpoint
+    while first > 0 and len(lines) - first < RECENT_EPOCHS and int(lines[first - 1][1]) == int(lines[first][1]) - 1:
+        first -= 1
+    (start, start_epoch), (end, end_epoch) = lines[first], lines[-1]
+    if first == len(lines) - 1:
+        return float(end_epoch), math.nan
+    try:
+        elapsed = datetime.strptime(end, "%Y-%m-%d %H:%M:%S,%f") - datetime.strptime(start, "%Y-%m-%d %H:%M:%S,%f")
+    except ValueError:  # not a time
+        return float(end_epoch), math.nan
+    return float(end_epoch), elapsed.total_seconds() / (int(end_epoch) - int(start_epoch))
+
+
+def seconds_per_epoch(runs: pd.DataFrame, own_pace: pd.Series) -> pd.Series:
+    """Per run, its cell's mean seconds per epoch over complete runs, else its size's, else the mean pace of
+    the cell's running runs (``own_pace``); NaN without any."""
     complete = runs[(runs["status"] == "complete") & (runs["epochs"] > 0)]
     per_epoch = (complete["train_seconds"] / complete["epochs"]).rename("per_epoch")
     by_cell = pd.concat([complete[CELL], per_epoch], axis=1).groupby(CELL)["per_epoch"].mean()
     by_size = pd.concat([complete[SIZE], per_epoch], axis=1).groupby(SIZE)["per_epoch"].mean()
-    cell = runs[CELL].apply(tuple, axis=1).map(by_cell)
-    size = runs[SIZE].apply(tuple, axis=1).map(by_size)
-    return cell.fillna(size)
+    by_pace = pd.concat([runs[CELL], own_pace.rename("pace")], axis=1).groupby(CELL)["pace"].mean()
+    keys = runs[CELL].apply(tuple, axis=1)
+    return keys.map(by_cell).fillna(runs[SIZE].apply(tuple, axis=1).map(by_size)).fillna(keys.map(by_pace))
 
 
 def progress(runs: pd.DataFrame, expected: Sequence[int]) -> pd.DataFrame:
     """One row per cell: the expected seeds by status, seconds per epoch and seconds of training left."""
-    runs = runs[runs["seed"].isin(expected)].assign(per_epoch=seconds_per_epoch(runs))
+    runs = runs[runs["seed"].isin(expected)].copy()
+    running = runs["status"] == "running"
+    logged = pd.DataFrame([logged_progress(path) for path in runs.loc[running, "path"]],
+                          index=runs.index[running], columns=["epochs", "pace"], dtype=float)
+    runs.loc[running, "epochs"] = runs.loc[running, "epochs"].fillna(logged["epochs"])
+    runs["per_epoch"] = seconds_per_epoch(runs, logged["pace"].reindex(runs.index))
     rows = []
     for key, group in runs.groupby(CELL, sort=True):
         row = dict(zip(CELL, key, strict=True))
