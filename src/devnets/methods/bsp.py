@@ -154,9 +154,14 @@ def smallest(
 
 
 def count_and_prune(
-    candidate_count: torch.Tensor, weight_mask: torch.Tensor, is_candidate: torch.Tensor, threshold: float
+    candidate_count: torch.Tensor,
+    weight_mask: torch.Tensor,
+    is_candidate: torch.Tensor,
+    threshold: float,
+    work: torch.Tensor | None = None,
 ) -> bool:
-    """Algorithm 1, steps 8–10, in place; returns whether any synapse was pruned.
+    """Algorithm 1, steps 8–10, in place; returns whether any synapse was pruned (``work``, a tensor shaped and
+    typed as the count, holds the survivors when given).
 
     A count grows by 1 while its synapse is a candidate and returns to 0 when it is not; a synapse whose
     count exceeds the threshold p_c leaves the mask (P_w = P_w ∪ {w_i}), and its count returns to 0.
@@ -164,7 +169,7 @@ def count_and_prune(
     torch.addcmul(is_candidate, candidate_count, is_candidate, out=candidate_count)  # step 8: (count + 1)·[candidate]
     if float(candidate_count.amax()) <= threshold:  # step 9
         return False
-    survives = _at_most(candidate_count, threshold)
+    survives = _at_most(candidate_count, threshold, work)
     weight_mask.mul_(survives)  # step 10
     candidate_count.mul_(survives)
     return True
@@ -261,9 +266,10 @@ class BSP(WeightMethod):
         if seen is None or seen[0] is not mask or version is None or seen[1] != version:
             remaining = int(torch.count_nonzero(mask))
             penalty = None
-            if remaining < mask.numel():
+            if remaining < mask.numel():  # (1 − mask)·max, as max − mask·max: 0 or max exactly
                 dtype = counting_dtype(mask)
-                penalty = (1 - mask).to(dtype).mul_(torch.finfo(dtype).max).reshape(-1)
+                penalty = self.scratch((key, "penalty"), mask, shape=(mask.numel(),), dtype=dtype)
+                penalty.copy_(mask.reshape(-1)).mul_(-torch.finfo(dtype).max).add_(torch.finfo(dtype).max)
             seen = self._facts[key] = (mask, version, remaining, penalty)
         return seen[2], seen[3]
 
@@ -341,8 +347,9 @@ class BSP(WeightMethod):
                 for (module, name), magnitude, n_remaining in zip(weights, magnitudes, remaining, strict=True)
             ]
         pruned = [  # steps 7–12
-            count_and_prune(count, mask, chosen.reshape(count.shape), self.threshold)
-            for count, mask, chosen in zip(counts, masks, is_candidate, strict=True)
+            count_and_prune(count, mask, chosen.reshape(count.shape), self.threshold,
+                            work=self.scratch((id(module), name, "survives"), count))
+            for (module, name), count, mask, chosen in zip(weights, counts, masks, is_candidate, strict=True)
         ]
         self.apply_masks(weights)  # step 13, and eq. (4) for the synapses pruned before
         if any(pruned):
