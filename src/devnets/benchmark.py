@@ -4,7 +4,9 @@ In one process, on synthetic data of MNIST's shape (784 inputs) and of CIFAR-10'
 needed), it times
 1. the machine's matmul throughput at the model's shapes,
 2. a plain PyTorch loop doing exactly the pipeline's work (same MLP, batch 600, SGD, a full test-set
-   evaluation after every epoch),
+   evaluation after every epoch), and the same loop with BDNN-dsd's and BSP's tensor cores hooked on its
+   optimiser at the papers' settings (README, *The methods on your own model*): what each method costs
+   without the pipeline,
 3. the same work as a bare LightningModule under a bare ``Trainer`` (no logger, checkpoint or
    callbacks, one optimiser step per Lightning batch): Lightning's own price per batch,
 4. the devnets pipeline, through the Trainer that ``devnets.train`` builds, for every method (at the
@@ -33,9 +35,13 @@ from lightning.pytorch import Callback
 from omegaconf import open_dict
 
 from devnets.data import ShuffledBatches
+from devnets.methods.bdnn_dsd import BDNNDsd
+from devnets.methods.bsp import BSP
+from devnets.methods.weights import select_weights
 from devnets.train import CONF_DIR, build, make_trainer
 
 METHODS = ("baseline", "dropout", "l2", "bdnn_dsd", "bsp")
+PLAIN_LOOP_CORES = {"bdnn_dsd": BDNNDsd, "bsp": BSP}  # the methods timed in the plain loop too
 N_TEST, CLASSES, BATCH = 10_000, 10, 600
 # The datasets' input sizes and the config's data option of each: flattened MNIST and CIFAR-10 images.
 INPUTS = {784: "mnist", 3072: "cifar10"}
@@ -74,12 +80,18 @@ def mlp(hidden: int, inputs: int = 784) -> torch.nn.Sequential:
     return torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.Sigmoid(), torch.nn.Linear(hidden, CLASSES))
 
 
-def plain_loop(n_train: int, hidden: int, epochs: int, inputs: int = 784) -> list[float]:
-    """Seconds per epoch of a hand-written loop doing the pipeline's work."""
+def plain_loop(n_train: int, hidden: int, epochs: int, inputs: int = 784, method: str | None = None) -> list[float]:
+    """Seconds per epoch of a hand-written loop doing the pipeline's work; with ``method`` (``bdnn_dsd`` or
+    ``bsp``), that method's tensor core at its defaults on every weight, one step of it per optimiser step."""
     model = mlp(hidden, inputs)
     train_x, train_y = synthetic(n_train, 1, inputs)
     test_x, test_y = synthetic(N_TEST, 2, inputs)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    if method is not None:
+        core = PLAIN_LOOP_CORES[method]()
+        sizes = {"n_neurons": hidden, "n_samples": n_train} if method == "bsp" else {}
+        core.attach(select_weights(model), **sizes)
+        core.hook(optimizer)
     times = []
     for epoch in range(epochs):
         start = time.perf_counter()
@@ -201,6 +213,8 @@ def measure(shapes, methods, epochs: int, warmup: int, rounds: int = 3) -> list[
         shape = (n_train, hidden, warmup + epochs, inputs)
         loops = {
             "plain loop": partial(plain_loop, *shape),
+            **{f"plain loop, {method}": partial(plain_loop, *shape, method=method)
+               for method in methods if method in PLAIN_LOOP_CORES},
             "lightning loop": partial(lightning_loop, *shape),
             **{method: partial(pipeline, method, *shape) for method in methods},
             "baseline, steps_per_batch=1": partial(pipeline, "baseline", *shape, steps_per_batch=1),
