@@ -24,15 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from devnets.errors import is_number, is_whole, require
-from devnets.methods.weights import Weight, WeightMethod, counting_dtype, parameter
+from devnets.methods.weights import EXACT_FLOAT_COUNT, Weight, WeightMethod, counting_dtype, parameter
 
 COUNTINGS = ("cumulative", "consecutive")
 CADENCES = ("batch", "epoch")
 # Float sums of ±R_d can leave ~1e-8 where the exact bound is 0 (0.3 - 3 × 0.1 in float32): a bound
 # within this fraction of R_d of 0 is 0.
 ROUNDING = 1e-3
-# Whole numbers are exact in float32 up to 2^24: a float32 sum of fewer 0/1 terms is the exact count.
-EXACT_FLOAT_COUNT = 2**24
 
 
 class BDNNDsd(WeightMethod):

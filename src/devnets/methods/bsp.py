@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from devnets.errors import is_number, is_whole, require
-from devnets.methods.weights import Weight, WeightMethod, counting_dtype, parameter
+from devnets.methods.weights import Weight, WeightMethod, count_ones, counting_dtype, parameter
 
 # The constants of eqs. (1) and (2), "carefully defined based on our experience" (section 3).
 ALPHA, BETA, MU, A, B = 0.048, 50, 146, 1244, 60_000
@@ -264,7 +264,7 @@ class BSP(WeightMethod):
         seen = self._facts.get(key)
         version = None if mask.is_inference() else mask._version  # an inference tensor has no version counter
         if seen is None or seen[0] is not mask or version is None or seen[1] != version:
-            remaining = int(torch.count_nonzero(mask))
+            remaining = count_ones(mask)
             penalty = None
             if remaining < mask.numel():  # (1 − mask)·max, as max − mask·max: 0 or max exactly
                 dtype = counting_dtype(mask)

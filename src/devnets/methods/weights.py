@@ -125,10 +125,22 @@ def load_renamed(module: nn.Module, name: str, renames: dict[str, str]) -> Remov
     return module.register_load_state_dict_pre_hook(rename)
 
 
+# Whole numbers are exact in float32 up to 2^24: a float32 sum of fewer 0/1 terms is the exact count.
+EXACT_FLOAT_COUNT = 2**24
+
+
 def counting_dtype(weight: torch.Tensor) -> torch.dtype:
     """The dtype of a method's counts beside ``weight``: at least float32, whose whole numbers are exact
     to 2^24 (bfloat16's only to 256)."""
     return torch.promote_types(weight.dtype, torch.float32)
+
+
+def count_ones(zero_one: torch.Tensor) -> int:
+    """The 1s of a tensor of 0s and 1s: its sum where a float sum is exact (float32 or float64, fewer than
+    2^24 entries), about 10 times faster on the CPU than ``torch.count_nonzero``; count_nonzero otherwise."""
+    if zero_one.dtype in (torch.float32, torch.float64) and zero_one.numel() < EXACT_FLOAT_COUNT:
+        return int(zero_one.sum())
+    return int(torch.count_nonzero(zero_one))
 
 
 class WeightMethod:
