@@ -21,8 +21,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_DEFAULT_T
 
 if [ "${1:-}" = wheels ]; then
     # What devnets needs beyond a GPU image's PyTorch stack (torch, torchvision, lightning, tensorboard,
-    # pandas, matplotlib, pytest): Hydra and its launchers, with their requirements (antlr4's is built).
-    "$PYTHON" -m pip wheel -q -w .whl hydra-core hydra-joblib-launcher hydra-submitit-launcher
+    # pandas, matplotlib, pytest, pyyaml, joblib, cloudpickle): Hydra, its launchers and what only they
+    # need, all pure Python. Without their other requirements (--no-deps): wheels of those built for this
+    # machine's Python could clash with the image's. antlr4's runtime is an sdist alone: built here.
+    "$PYTHON" -m pip download -q --no-deps -d .whl hydra-core "omegaconf>=2.2,<2.4" hydra-joblib-launcher \
+        hydra-submitit-launcher submitit
+    "$PYTHON" -m pip wheel -q --no-deps -w .whl "antlr4-python3-runtime==4.9.*"
     ls .whl
     exit
 fi

@@ -232,7 +232,7 @@ class ImageClassifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         sums = torch.stack(
-            [self._losses(logits, y).sum(), (logits.argmax(dim=1) == y).sum(), torch.tensor(len(y))]
+            [self._losses(logits, y).sum(), (logits.argmax(dim=1) == y).sum(), torch.tensor(len(y), device=y.device)]
         ).to(device="cpu", dtype=torch.float64)
         self._eval_sums[dataloader_idx] = self._eval_sums.get(dataloader_idx, 0) + sums
 
