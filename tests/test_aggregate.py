@@ -90,6 +90,22 @@ def test_cells_hold_mean_and_sample_std_over_seeds(capsys, sweep, tmp_path):
     assert [float(row["L"]) for row in runs if row["method"] == "bdnn_dsd"] == pytest.approx(rates)
 
 
+def test_each_cell_reports_its_training_minutes_and_the_tables_their_core_hours(capsys, tmp_path):
+    """The wall time of each sweep (issue 15), from the records alone; a failed run's time does not count."""
+    for seed, seconds in enumerate((60.0, 300.0, 120.0)):
+        write_run(tmp_path / "runs", "baseline", seed, train_seconds=seconds)
+    write_run(tmp_path / "runs", "baseline", 3, status="failed", train_seconds=9000.0)
+    write_run(tmp_path / "runs", "dropout", 0)  # an earlier record without train_seconds
+    tables = aggregate(capsys, tmp_path / "runs", "--out", tmp_path / "agg", *FIVE_SEEDS).out
+    baseline = cell(read_csv(tmp_path / "agg" / "cells.csv"), "baseline")
+    minutes = [float(baseline[f"minutes_{what}"]) for what in ("median", "min", "max")]
+    assert minutes == [2.0, 1.0, 5.0] and float(baseline["core_hours"]) == pytest.approx(480 / 3600)
+    rows = {line.split("|")[2].strip(): [text.strip() for text in line.split("|")]
+            for line in tables.splitlines() if line.startswith("| 100 ")}
+    assert rows["baseline"][-3] == "2.0 (1.0–5.0)" and rows["dropout"][-3] == "—"
+    assert "Training time of the complete runs counted above: 0.1 core-hours" in tables
+
+
 def test_tables_show_the_papers_values_beside_ours(capsys, sweep, tmp_path):
     printed = aggregate(capsys, sweep, "--out", tmp_path / "agg", *FIVE_SEEDS).out
     tables = (tmp_path / "agg" / "tables.md").read_text()

@@ -35,6 +35,9 @@ def summarise(runs: pd.DataFrame, expected: Sequence[int], references: Sequence[
         }
         for name, column in measures.items():
             row[f"{name}_mean"], row[f"{name}_std"], row[f"{name}_n"] = mean_std(complete[column])
+        minutes = complete["train_seconds"].dropna() / 60  # training time, summed over a run's resumed parts
+        row["minutes_median"], row["minutes_min"], row["minutes_max"] = minutes.median(), minutes.min(), minutes.max()
+        row["core_hours"] = minutes.sum() / 60  # one torch thread per run
         row["missing_seeds"] = seeds_text(set(expected) - set(group["seed"]))
         for status in STATUS_ORDER[1:]:
             row[f"{status}_seeds"] = seeds_text(group.loc[group["status"] == status, "seed"])

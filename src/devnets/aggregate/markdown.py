@@ -108,23 +108,34 @@ def not_counted(cell: pd.Series) -> str:
     return "; ".join(f"{status} {cell[f'{status}_seeds']}" for status in statuses if cell[f"{status}_seeds"])
 
 
+def minutes_text(cell: pd.Series) -> str:
+    """``7.1 (6.8–9.0)``: a cell's minutes of training per complete run; ``—`` for none."""
+    if not math.isfinite(cell["minutes_median"]):
+        return "—"
+    return f"{cell['minutes_median']:.1f} ({cell['minutes_min']:.1f}–{cell['minutes_max']:.1f})"
+
+
 def all_cells_md(cells: pd.DataFrame, references: Sequence[str]) -> list[str]:
     rates = [rate_name(reference) for reference in references]
     header = ["hidden", "method", "variant", "seeds", "epochs", "final acc (%)", "best acc (%)", *rates,
-              "compression (%)", "not counted"]
+              "compression (%)", "min/run: median (range)", "not counted"]
     measures = ["final_acc", "best_acc", *rates, "compression"]
     if cells["val_acc_n"].any():  # runs with a validation split (val_size > 0), e.g. a tuning sweep
         header.insert(7, "final val acc (%)")
         measures.insert(2, "val_acc")
     body = [
         [str(cell["hidden"]), cell["method"], cell["variant"], f"{cell['n_complete']}/{cell['n_expected']}",
-         cell["epochs"], *(ours_text(cell, measure) for measure in measures), not_counted(cell)]
+         cell["epochs"], *(ours_text(cell, measure) for measure in measures), minutes_text(cell),
+         not_counted(cell)]
         for _, cell in cells.iterrows()
     ]
     if not cells["variant"].astype(bool).any():
         header.pop(2)
         body = [row[:2] + row[3:] for row in body]
-    return ["### All cells", "", markdown_table(header, body), ""]
+    core_hours = cells["core_hours"].sum()
+    return ["### All cells", "", markdown_table(header, body), "",
+            f"Training time of the complete runs counted above: {core_hours:.1f} core-hours (`train_seconds`, one "
+            "torch thread a run; wall time on a busy machine, so the spread is wide).", ""]
 
 
 def uncounted_md(runs: pd.DataFrame, cells: pd.DataFrame) -> list[str]:
