@@ -341,12 +341,13 @@ def test_status_times_a_cell_with_no_complete_run_by_its_running_runs_train_log(
     log = [line.format(0, 10 * epoch, epoch) for epoch in (1, 2, 3)]  # 10 s an epoch, then stopped
     log += ["[2026-12-01 10:30:00,000][devnets][INFO] - resuming from last.ckpt"]
     log += [line.format(31, 15 * (epoch - 2), epoch) for epoch in (3, 4, 5)]  # resumed after epoch 2: 15 s an epoch
+    log += [line.format(35, 15, 6), line.format(35, 30, 7)]  # paused (SIGSTOP) for 3 min 30 s before epoch 6
     (run_dir / "train.log").write_text("\n".join(log) + "\n")
     write_run(root, "bsp", 1, status="running", hidden=500, max_epochs=10)  # no train.log yet
     printed = aggregate(capsys, "--status", root, "--seeds", "0", "1").out
     row = next(line for line in printed.splitlines() if "| 500 " in line)
-    # complete, running, failed, diverged, not started, s/epoch, left: (10 - 5) + 10 epochs at 15 s
-    assert [cell.strip() for cell in row.split("|")[5:-1]] == ["0", "2", "0", "0", "0", "15.00", "4 min"]
+    # complete, running, failed, diverged, not started, s/epoch (the median gap), left: (10 - 7) + 10 epochs at 15 s
+    assert [cell.strip() for cell in row.split("|")[5:-1]] == ["0", "2", "0", "0", "0", "15.00", "3 min"]
     assert "not counting" not in printed
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import statistics
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pandas as pd
@@ -42,8 +44,9 @@ def duration(seconds: float) -> str:
 
 
 def logged_progress(run_dir: str) -> tuple[float, float]:
-    """A running run's epochs done and its seconds per epoch over its last RECENT_EPOCHS epochs since it last
-    (re)started, from the epoch lines of its train.log; NaN for what the log does not give."""
+    """A running run's epochs done and its seconds per epoch, the median gap between its last RECENT_EPOCHS
+    epoch lines since it last (re)started in its train.log (a median, so a run paused for a while, as
+    SIGSTOP pauses a sweep, keeps its pace); NaN for what the log does not give."""
     try:
         with open(Path(run_dir) / "train.log", "rb") as log:
             log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
@@ -55,14 +58,14 @@ def logged_progress(run_dir: str) -> tuple[float, float]:
     first = len(lines) - 1  # back to where the epochs stop counting up by one: a resume from a checkpoint
     while first > 0 and len(lines) - first < RECENT_EPOCHS and int(lines[first - 1][1]) == int(lines[first][1]) - 1:
         first -= 1
-    (start, start_epoch), (end, end_epoch) = lines[first], lines[-1]
+    end_epoch = float(lines[-1][1])
     if first == len(lines) - 1:
-        return float(end_epoch), math.nan
+        return end_epoch, math.nan
     try:
-        elapsed = datetime.strptime(end, "%Y-%m-%d %H:%M:%S,%f") - datetime.strptime(start, "%Y-%m-%d %H:%M:%S,%f")
+        times = [datetime.strptime(time, "%Y-%m-%d %H:%M:%S,%f") for time, _ in lines[first:]]
     except ValueError:  # not a time
-        return float(end_epoch), math.nan
-    return float(end_epoch), elapsed.total_seconds() / (int(end_epoch) - int(start_epoch))
+        return end_epoch, math.nan
+    return end_epoch, statistics.median((later - earlier).total_seconds() for earlier, later in pairwise(times))
 
 
 def seconds_per_epoch(runs: pd.DataFrame, own_pace: pd.Series) -> pd.Series:
