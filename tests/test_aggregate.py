@@ -558,6 +558,25 @@ def test_a_runs_table_reads_back_beside_new_records(capsys, sweep, tmp_path):
     assert sorted(path.name for path in (tmp_path / "after").glob("curves_*.png")) == ["curves_mnist-n1200_h500.png"]
 
 
+def test_a_record_of_another_experiment_beside_a_runs_tables_row_is_its_own_variant(capsys, sweep, tmp_path):
+    """A runs table keeps no settings. A reading's sweep (another experiment) in the same cell and seeds is
+    a variant named by its experiment and never replaces the table's rows; a rerun of the table's own
+    experiment does."""
+    aggregate(capsys, sweep, "--out", tmp_path / "before")  # bdnn_dsd seeds 0-2 end at 40, experiment "paper"
+    reading, rerun = tmp_path / "reading", tmp_path / "rerun"
+    for seed in range(3):
+        write_run(reading, "bdnn_dsd", seed, [45.0] * 5, method_settings={**BDNN_DSD, "counting": "consecutive"},
+                  experiment="paper_consecutive")
+    write_run(rerun, "bdnn_dsd", 0, [41.0] * 5, method_settings=BDNN_DSD)
+    err = aggregate(capsys, tmp_path / "before" / "runs.csv", reading, rerun, "--out", tmp_path / "after").err
+    bdnn = {row["variant"]: (row["n_complete"], float(row["final_acc_mean"]))
+            for row in read_csv(tmp_path / "after" / "cells.csv") if row["method"] == "bdnn_dsd"}
+    assert bdnn == {"": ("3", pytest.approx(121 / 3)), "experiment=paper_consecutive": ("3", 45.0)}
+    ignored = [line for line in err.splitlines() if "ignored" in line]
+    assert len(ignored) == 1 and "bdnn_dsd/seed0: the same cell and seed as" in ignored[0]
+    assert str(rerun) in ignored[0]
+
+
 @pytest.mark.parametrize("problem", ["missing", "empty", "file"])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(capsys, sweep, tmp_path, problem):
     (tmp_path / "empty").mkdir()

@@ -208,6 +208,13 @@ def variant_labels(runs: pd.DataFrame) -> pd.Series:
             )
     recorded = runs["recorded_variant"].notna()
     labels[recorded] = runs.loc[recorded, "recorded_variant"]
+    # A runs table keeps no settings, so a record beside its rows cannot be told apart by them: one of another
+    # experiment (a reading's sweep) is named by its experiment, never read as a rerun of the table's rows.
+    table_experiments = runs[recorded].groupby(GROUP)["experiment"].agg(set)
+    for index in runs.index[~recorded & (labels == "") & runs["experiment"].notna()]:
+        experiments = table_experiments.get(tuple(runs.loc[index, GROUP]))
+        if experiments and runs.loc[index, "experiment"] not in experiments:
+            labels[index] = f"experiment={runs.loc[index, 'experiment']}"
     return labels
 
 
