@@ -8,8 +8,8 @@ from devnets import benchmark
 def test_benchmark_rows_cover_the_plain_loop_and_every_method(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(benchmark, "N_TEST", 500)
     rows = benchmark.measure([(600, 8, 784), (600, 8, 3072)], benchmark.METHODS, epochs=2, warmup=1, rounds=1)
-    settings = ["matmul peak", "plain loop", "plain loop, bdnn_dsd", "plain loop, bsp", "lightning loop",
-                *benchmark.METHODS, "baseline, steps_per_batch=1"]
+    settings = ["matmul peak", "plain loop", "plain loop, dropout", "plain loop, bdnn_dsd", "plain loop, bsp",
+                "lightning loop", *benchmark.METHODS, "baseline, steps_per_batch=1"]
     assert [row["setting"] for row in rows] == settings * 2
     assert [row["inputs"] for row in rows] == [784] * len(settings) + [3072] * len(settings)
     assert all(row["ms_per_epoch"] > 0 and row["peak_memory_mb"] > 0 for row in rows)

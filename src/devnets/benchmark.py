@@ -4,9 +4,9 @@ In one process, on synthetic data of MNIST's shape (784 inputs) and of CIFAR-10'
 needed), it times
 1. the machine's matmul throughput at the model's shapes,
 2. a plain PyTorch loop doing exactly the pipeline's work (same MLP, batch 600, SGD, a full test-set
-   evaluation after every epoch), and the same loop with BDNN-dsd's and BSP's tensor cores hooked on its
-   optimiser at the papers' settings (README, *The methods on your own model*): what each method costs
-   without the pipeline,
+   evaluation after every epoch), the same loop with the config's dropout rate for the shape on the
+   hidden layer, and with BDNN-dsd's and BSP's tensor cores hooked on its optimiser at the papers'
+   settings (README, *The methods on your own model*): what each method costs without the pipeline,
 3. the same work as a bare LightningModule under a bare ``Trainer`` (no logger, checkpoint or
    callbacks, one optimiser step per Lightning batch): Lightning's own price per batch,
 4. the devnets pipeline, through the Trainer that ``devnets.train`` builds, for every method (at the
@@ -32,7 +32,7 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch import Callback
-from omegaconf import open_dict
+from omegaconf import DictConfig, open_dict
 
 from devnets.data import ShuffledBatches
 from devnets.methods.bdnn_dsd import BDNNDsd
@@ -74,16 +74,20 @@ def matmul_gflops(hidden: int, repeats: int, inputs: int = 784) -> float:
     return 2 * N_TEST * inputs * hidden / statistics.median(times) / 1e9
 
 
-def mlp(hidden: int, inputs: int = 784) -> torch.nn.Sequential:
+def mlp(hidden: int, inputs: int = 784, dropout: float = 0.0) -> torch.nn.Sequential:
     """The papers' MLP, from the same seed for the plain and the Lightning loop."""
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.Sigmoid(), torch.nn.Linear(hidden, CLASSES))
+    hidden_layer = [torch.nn.Linear(inputs, hidden), torch.nn.Sigmoid()] + [torch.nn.Dropout(dropout)] * (dropout > 0)
+    return torch.nn.Sequential(*hidden_layer, torch.nn.Linear(hidden, CLASSES))
 
 
-def plain_loop(n_train: int, hidden: int, epochs: int, inputs: int = 784, method: str | None = None) -> list[float]:
+def plain_loop(
+    n_train: int, hidden: int, epochs: int, inputs: int = 784, method: str | None = None, dropout: float = 0.0
+) -> list[float]:
     """Seconds per epoch of a hand-written loop doing the pipeline's work; with ``method`` (``bdnn_dsd`` or
-    ``bsp``), that method's tensor core at its defaults on every weight, one step of it per optimiser step."""
-    model = mlp(hidden, inputs)
+    ``bsp``), that method's tensor core at its defaults on every weight, one step of it per optimiser step;
+    with ``dropout`` > 0, dropout at that rate on the hidden layer."""
+    model = mlp(hidden, inputs, dropout)
     train_x, train_y = synthetic(n_train, 1, inputs)
     test_x, test_y = synthetic(N_TEST, 2, inputs)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -169,19 +173,24 @@ def lightning_loop(n_train: int, hidden: int, epochs: int, inputs: int = 784) ->
     return timer.seconds()
 
 
+def config(method: str, n_train: int, hidden: int, epochs: int, inputs: int = 784, overrides=()) -> DictConfig:
+    """The config ``scripts/train.py`` composes for ``method`` at this shape."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=[f"data={INPUTS[inputs]}", f"method={method}", f"model.hidden={hidden}",
+                       f"data.n_train={n_train}", f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=true",
+                       *overrides],
+        )
+
+
 def pipeline(
     method: str, n_train: int, hidden: int, epochs: int, inputs: int = 784, steps_per_batch: int | None = None
 ) -> list[float]:
     """Seconds per epoch of devnets' own Trainer, data module and callbacks on synthetic data; at the
     config's ``model.steps_per_batch`` unless given."""
     steps = [] if steps_per_batch is None else [f"model.steps_per_batch={steps_per_batch}"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[f"data={INPUTS[inputs]}", f"method={method}", f"model.hidden={hidden}",
-                       f"data.n_train={n_train}", f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=true",
-                       *steps],
-        )
+    cfg = config(method, n_train, hidden, epochs, inputs, steps)
     data, model, callbacks = build(cfg)
     data.train_x, data.train_y = synthetic(n_train, 1, inputs)
     data.test_x, data.test_y = synthetic(N_TEST, 2, inputs)
@@ -211,8 +220,10 @@ def measure(shapes, methods, epochs: int, warmup: int, rounds: int = 3) -> list[
     rows = []
     for n_train, hidden, inputs in shapes:
         shape = (n_train, hidden, warmup + epochs, inputs)
+        dropout = {"plain loop, dropout": partial(plain_loop, *shape, dropout=config("dropout", *shape).method.p)}
         loops = {
             "plain loop": partial(plain_loop, *shape),
+            **(dropout if "dropout" in methods else {}),
             **{f"plain loop, {method}": partial(plain_loop, *shape, method=method)
                for method in methods if method in PLAIN_LOOP_CORES},
             "lightning loop": partial(lightning_loop, *shape),
