@@ -77,8 +77,10 @@ def matmul_gflops(hidden: int, repeats: int, inputs: int = 784) -> float:
 def mlp(hidden: int, inputs: int = 784, dropout: float = 0.0) -> torch.nn.Sequential:
     """The papers' MLP, from the same seed for the plain and the Lightning loop."""
     torch.manual_seed(0)
-    hidden_layer = [torch.nn.Linear(inputs, hidden), torch.nn.Sigmoid()] + [torch.nn.Dropout(dropout)] * (dropout > 0)
-    return torch.nn.Sequential(*hidden_layer, torch.nn.Linear(hidden, CLASSES))
+    dropout_layer = [torch.nn.Dropout(dropout)] if dropout > 0 else []  # as the pipeline's model: none at rate 0
+    return torch.nn.Sequential(
+        torch.nn.Linear(inputs, hidden), torch.nn.Sigmoid(), *dropout_layer, torch.nn.Linear(hidden, CLASSES)
+    )
 
 
 def plain_loop(
