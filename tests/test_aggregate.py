@@ -22,10 +22,10 @@ BDNN_DSD = {"count_threshold": 10, "bound_step": 0.06, "initial_bound": 0.45}
 
 
 def write_run(root, method="baseline", seed=0, curve=(50.0, 60.0, 70.0), *, status="complete", hidden=100,
-              dataset="mnist", n_train=1200, method_settings=None, max_epochs=500, **extra):
+              dataset="mnist", n_train=1200, method_settings=None, max_epochs=500, experiment="paper", **extra):
     """A run folder as train.py lays it out, with ``curve`` as its per-epoch test accuracy (of ``max_epochs``
     planned: a short curve keeps the arithmetic simple)."""
-    run_dir = root / "paper" / f"{dataset}-n{n_train}" / f"h{hidden}" / method / f"seed{seed}"
+    run_dir = root / experiment / f"{dataset}-n{n_train}" / f"h{hidden}" / method / f"seed{seed}"
     config = {
         "seed": seed,
         "data": {"name": dataset, "n_train": n_train, "seed": seed},
@@ -33,7 +33,7 @@ def write_run(root, method="baseline", seed=0, curve=(50.0, 60.0, 70.0), *, stat
         "method": {"name": method, **(method_settings or {})},
     }
     metrics = {"status": status, "dataset": dataset, "n_train": n_train, "hidden": hidden, "method": method,
-               "seed": seed, "max_epochs": max_epochs, "experiment": "paper", "config": config}
+               "seed": seed, "max_epochs": max_epochs, "experiment": experiment, "config": config}
     if status in ("complete", "diverged"):
         curve = list(curve)
         metrics |= {"test_acc": curve, "final_test_acc": curve[-1], "best_test_acc": max(curve),
@@ -351,10 +351,49 @@ def test_status_times_a_cell_with_no_complete_run_by_its_running_runs_train_log(
     assert "not counting" not in printed
 
 
-def test_status_reads_no_torch_or_lightning(sweep):
-    code = ("import sys; from devnets.aggregate import status_main; assert status_main([sys.argv[1]]) == 0; "
+def test_status_of_a_sweep_lists_its_jobs_that_have_not_started(capsys, tmp_path):
+    root = tmp_path / "outputs"
+    for seed in (0, 1):  # 10 and 20 min for 5 epochs: 3 min an epoch
+        write_run(root, "baseline", seed, [10.0, 20.0, 30.0, 40.0, 50.0], max_epochs=5,
+                  train_seconds=600.0 * (seed + 1), experiment="grid_1200")
+    write_run(root, "bsp", 0, status="running", max_epochs=5, epochs=1, experiment="grid_1200")
+    write_run(root, "baseline", 0, hidden=10, max_epochs=5, experiment="grid_1200")  # not of this sweep
+    sweep = ["--sweep", "experiment=grid_1200", "model.hidden=100", "method=baseline,bsp", "seed=0,1,2",
+             "trainer.max_epochs=5"]
+    printed = aggregate(capsys, "--status", root / "grid_1200", *sweep).out
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:5]): [cell.strip() for cell in line.split("|")[5:-1]]
+            for line in printed.splitlines() if "| 1200 " in line}
+    # complete, running, failed, diverged, not started, s/epoch, left: the grid's Fashion-MNIST half has no
+    # run yet, and is timed as MNIST's runs of its shape
+    assert rows == {
+        ("Fashion-MNIST", "1200", "100", "baseline"): ["0", "0", "0", "0", "3", "180.00", "45 min"],
+        ("Fashion-MNIST", "1200", "100", "bsp"): ["0", "0", "0", "0", "3", "180.00", "45 min"],
+        ("MNIST", "1200", "100", "baseline"): ["2", "0", "0", "0", "1", "180.00", "15 min"],
+        ("MNIST", "1200", "100", "bsp"): ["0", "1", "0", "0", "2", "180.00", "42 min"],  # 4 + 5 + 5 epochs
+    }
+    assert "Runs: 2 complete, 1 running, 0 failed, 0 diverged, 9 not started." in printed
+    assert "Left: 2 h 27 min of training, ETA 2 h 27 min at 1 run(s) at a time." in printed
+    # the output root above the sweep's folder reads the same; a sweep not begun is all "not started"
+    assert aggregate(capsys, "--status", root, *sweep).out == printed
+    fresh = aggregate(capsys, "--status", tmp_path / "not_yet", *sweep).out
+    assert "Runs: 0 complete, 0 running, 0 failed, 0 diverged, 12 not started." in fresh
+
+
+def test_status_of_a_sweep_refuses_a_bad_override_in_one_line(capsys, sweep):
+    assert main(["--status", str(sweep), "--sweep", "method=bdnn"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "devnets-aggregate: error: --sweep: method=bdnn is not allowed: one of "
+        "[baseline, bdnn_dsd, bdnn_dsd+bsp, bsp, dropout, l2] (closest: bdnn_dsd)")
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--sweep", "method=bsp"])
+    assert "--sweep goes with --status" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("plan", [[], ["--sweep", "experiment=grid_1200", "data=mnist", "model.hidden=100"]])
+def test_status_reads_no_torch_or_lightning(sweep, plan):
+    code = ("import sys; from devnets.aggregate import status_main; assert status_main(sys.argv[1:]) == 0; "
             "assert not {'torch', 'lightning', 'matplotlib'} & set(sys.modules), sorted(sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code, str(sweep)], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code, str(sweep), *plan], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(devnets.__file__).parents[1])})
     assert result.returncode == 0, result.stderr
     assert "| MNIST   | 1200    | 100    | bsp " in result.stdout

@@ -37,6 +37,26 @@ ADDED_SETTINGS = {"model.input_activation": "none"}
 LEGACY_TENSORBOARD = "tensorboard"
 
 
+# What a metrics.json names its run by, from the config (devnets.aggregate groups runs by these).
+SUMMARY_KEYS = {
+    "dataset": "data.name",
+    "n_train": "data.n_train",
+    "hidden": "model.hidden",
+    "method": "method.name",
+    "seed": "seed",
+    "max_epochs": "trainer.max_epochs",
+    "experiment": "experiment_name",
+    "tags": "tags",
+}
+
+
+def run_summary(cfg: DictConfig) -> dict[str, Any]:
+    """The settings the results tables group by, and the run's tags (as given, even when a run could not start)."""
+    summary = {key: OmegaConf.select(cfg, path, default=None) for key, path in SUMMARY_KEYS.items()}
+    return {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            for key, value in summary.items()}
+
+
 class RunConflict(RuntimeError):
     """The run's folder holds another run, or is in use by another process."""
 

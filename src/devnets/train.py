@@ -55,6 +55,7 @@ from devnets.run_folder import (  # noqa: F401 (NOT_SETTINGS: where tests and us
     is_finished,
     previous_run,
     run_settings,
+    run_summary,
 )
 
 log = logging.getLogger("devnets")
@@ -142,25 +143,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         partial = f"{path}.partial"
         super().save_checkpoint(checkpoint, partial, storage_options)
         os.replace(partial, path)
-
-
-SUMMARY_KEYS = {
-    "dataset": "data.name",
-    "n_train": "data.n_train",
-    "hidden": "model.hidden",
-    "method": "method.name",
-    "seed": "seed",
-    "max_epochs": "trainer.max_epochs",
-    "experiment": "experiment_name",
-    "tags": "tags",
-}
-
-
-def run_summary(cfg: DictConfig) -> dict[str, Any]:
-    """The settings the results tables group by, and the run's tags (as given, even when a run could not start)."""
-    summary = {key: OmegaConf.select(cfg, path, default=None) for key, path in SUMMARY_KEYS.items()}
-    return {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-            for key, value in summary.items()}
 
 
 def user_key(cfg: DictConfig, node: str, name: str) -> str:

@@ -26,6 +26,7 @@ from devnets.aggregate.runs import (
 )
 from devnets.aggregate.status import status_text
 from devnets.claims import claims_table
+from devnets.overrides import BadOverride
 from devnets.results import METRICS_FILE
 
 DEFAULT_AGAINST = ("dropout",)
@@ -56,15 +57,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="print each cell's progress and an ETA instead (devnets-status); writes nothing")
     parser.add_argument("--jobs", type=int, metavar="N",
                         help="with --status: runs at a time for the ETA (default: the runs running now)")
+    parser.add_argument("--sweep", nargs="+", metavar="OVERRIDE",
+                        help="with --status: the overrides the sweep was started with (train.py -m OVERRIDE...): "
+                             "its jobs alone are listed, those without a run as not started")
     args = parser.parse_args(argv)
+    if args.sweep is not None and not args.status:
+        parser.error("--sweep goes with --status (devnets-status)")
     for sweep in args.sweep_dirs:
+        if args.sweep is not None and not sweep.exists():  # a sweep that has not started
+            continue
         if not sweep.exists():
             parser.error(f"SWEEP_DIR '{sweep}' does not exist")
         if sweep.is_file() and sweep.suffix == ".csv":  # a runs table
             continue
         if not sweep.is_dir():
             parser.error(f"SWEEP_DIR '{sweep}' is not a directory or a runs table (.csv)")
-        if next(sweep.rglob(METRICS_FILE), None) is None:
+        if args.sweep is None and next(sweep.rglob(METRICS_FILE), None) is None:
             parser.error(f"SWEEP_DIR '{sweep}' holds no {METRICS_FILE}")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out '{args.out}' is not a directory")
@@ -125,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.status:
-            text, warnings = status_text(args.sweep_dirs, args.seeds, args.jobs)
+            text, warnings = status_text(args.sweep_dirs, args.seeds, args.jobs, args.sweep)
         else:
             text, warnings = aggregate(args.sweep_dirs, args.out, args.seeds, args.references,
                                        args.judge_any_protocol)
@@ -134,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"devnets-aggregate: error: {error}", file=sys.stderr)
         return 1
+    except BadOverride as error:  # --sweep
+        print(f"devnets-aggregate: error: --sweep: {error}", file=sys.stderr)
+        return 2
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(text, end="")

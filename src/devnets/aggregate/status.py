@@ -5,9 +5,12 @@ expected seeds are complete, running, failed (failed, or a metrics.json that can
 and not started, and the time left: each unfinished run's epochs left (a running run's done epochs are
 counted from its train.log's epoch lines) at the cell's seconds per epoch, the mean of
 ``train_seconds / epochs`` over its complete runs (over the complete runs of the same dataset, n_train and
-hidden when the cell has none, and else the running runs' own pace over their last epochs in train.log).
+hidden when the cell has none, else the running runs' own pace over their last epochs in train.log, else the
+complete runs of a dataset of as many inputs at the same n_train and hidden).
 The ETA divides the total by the runs at a time (``--jobs``, default the runs running now, at least one).
-Reads metrics.json and train.log files only: no torch, no lightning.
+With ``--sweep OVERRIDE...`` (the sweep's ``train.py -m`` overrides) the cells are the sweep's, every job
+of it counted (devnets.sweep_plan), a job no run has reached as not started; else only the cells some run
+has reached. Reads metrics.json and train.log files only, and composes the config: no torch, no lightning.
 """
 
 from __future__ import annotations
@@ -20,15 +23,27 @@ from collections.abc import Sequence
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from devnets.aggregate.markdown import DATASET_TITLES, markdown_table
-from devnets.aggregate.runs import CELL, NothingToAggregate, drop_duplicates, expected_seeds, read_runs, variant_labels
+from devnets.aggregate.runs import (
+    CELL,
+    NothingToAggregate,
+    drop_duplicates,
+    expected_seeds,
+    read_runs,
+    run_record,
+    variant_labels,
+)
+from devnets.dataset_info import DATASETS
+from devnets.sweep_plan import planned_runs
 
 COUNTS = {"complete": ("complete",), "running": ("running",), "failed": ("failed", "unreadable"),
           "diverged": ("diverged",)}
 SIZE = ["dataset", "n_train", "hidden"]
+SHAPE = ["inputs", "n_train", "hidden"]
 # devnets.callbacks.run_record's line after each epoch, as conf/hydra/default.yaml formats it in train.log.
 EPOCH_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[devnets\.epochs\]\[INFO\] - epoch (\d+):", re.M)
 RECENT_EPOCHS = 20  # a running run's pace: over its last epochs, after any stop and resume
@@ -70,14 +85,19 @@ def logged_progress(run_dir: str) -> tuple[float, float]:
 
 def seconds_per_epoch(runs: pd.DataFrame, own_pace: pd.Series) -> pd.Series:
     """Per run, its cell's mean seconds per epoch over complete runs, else its size's, else the mean pace of
-    the cell's running runs (``own_pace``); NaN without any."""
+    the cell's running runs (``own_pace``), else its shape's (the complete runs of another dataset of as many
+    inputs, at the same n_train and hidden: Fashion-MNIST's epoch costs MNIST's); NaN without any."""
+    runs = runs.assign(inputs=runs["dataset"].map(lambda name: DATASETS[name].input_dim if name in DATASETS else name))
     complete = runs[(runs["status"] == "complete") & (runs["epochs"] > 0)]
     per_epoch = (complete["train_seconds"] / complete["epochs"]).rename("per_epoch")
-    by_cell = pd.concat([complete[CELL], per_epoch], axis=1).groupby(CELL)["per_epoch"].mean()
-    by_size = pd.concat([complete[SIZE], per_epoch], axis=1).groupby(SIZE)["per_epoch"].mean()
-    by_pace = pd.concat([runs[CELL], own_pace.rename("pace")], axis=1).groupby(CELL)["pace"].mean()
-    keys = runs[CELL].apply(tuple, axis=1)
-    return keys.map(by_cell).fillna(runs[SIZE].apply(tuple, axis=1).map(by_size)).fillna(keys.map(by_pace))
+
+    def mean_over(columns: list[str], values: pd.Series) -> pd.Series:
+        """Per run, the mean of ``values`` over the runs that share its ``columns``."""
+        means = pd.concat([runs.loc[values.index, columns], values], axis=1).groupby(columns)[values.name].mean()
+        return runs[columns].apply(tuple, axis=1).map(means)
+
+    by_cell, by_size, by_shape = (mean_over(columns, per_epoch) for columns in (CELL, SIZE, SHAPE))
+    return by_cell.fillna(by_size).fillna(mean_over(CELL, own_pace.rename("pace"))).fillna(by_shape)
 
 
 def progress(runs: pd.DataFrame, expected: Sequence[int]) -> pd.DataFrame:
@@ -92,7 +112,7 @@ def progress(runs: pd.DataFrame, expected: Sequence[int]) -> pd.DataFrame:
     for key, group in runs.groupby(CELL, sort=True):
         row = dict(zip(CELL, key, strict=True))
         row |= {name: int(group["status"].isin(statuses).sum()) for name, statuses in COUNTS.items()}
-        row["not started"] = len(expected) - len(group)
+        row["not started"] = int((group["status"] == "not started").sum()) + len(expected) - len(group)
         planned = group["max_epochs"].max()
         unfinished = group[group["status"] == "running"]
         epochs_left = (planned - unfinished["epochs"].fillna(0)).clip(lower=0).sum() + row["not started"] * planned
@@ -102,9 +122,29 @@ def progress(runs: pd.DataFrame, expected: Sequence[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def status_text(sweep_dirs: Sequence[Path], seeds: Sequence[int] | None, jobs: int | None) -> tuple[str, list[str]]:
-    """The progress table of ``sweep_dirs`` and its ETA, as Markdown, and the warnings."""
-    records, warnings = read_runs(sweep_dirs)
+def planned_records(
+    sweep_dirs: Sequence[Path], records: list[dict[str, Any]], sweep: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per job of the sweep ``train.py -m SWEEP``, the record of its run under ``sweep_dirs`` (each the sweep's
+    folder, or the output root above it), or a record of status ``not started`` for one that has none."""
+    found = {Path(record["path"]).resolve(): record for record in records}
+    planned = []
+    for job in planned_runs(sweep):
+        folders = [folder.resolve() for sweep_dir in sweep_dirs
+                   for folder in (sweep_dir / job.subdir, sweep_dir / job.sweep_dir.name / job.subdir)]
+        record = next((found[folder] for folder in folders if folder in found), None)
+        planned.append(record or run_record(sweep_dirs[0] / job.subdir, job.metrics))
+    return planned
+
+
+def status_text(
+    sweep_dirs: Sequence[Path], seeds: Sequence[int] | None, jobs: int | None, sweep: Sequence[str] | None = None
+) -> tuple[str, list[str]]:
+    """The progress table of ``sweep_dirs`` (of the jobs of ``train.py -m SWEEP`` alone, when given) and its
+    ETA, as Markdown, and the warnings."""
+    records, warnings = read_runs([path for path in sweep_dirs if path.exists()])
+    if sweep is not None:
+        records = planned_records(sweep_dirs, records, sweep)
     if not records:
         raise NothingToAggregate(f"no metrics.json under {', '.join(map(str, sweep_dirs))}", warnings)
     runs = pd.DataFrame(records)
@@ -125,10 +165,12 @@ def status_text(sweep_dirs: Sequence[Path], seeds: Sequence[int] | None, jobs: i
     at_once = jobs or max(running, 1)
     total, untimed = cells["left_s"].sum(min_count=1), cells["left_s"].isna().sum()
     counts = ", ".join(f"{cells[name].sum()} {name}" for name in [*COUNTS, "not started"])
+    by = "the sweep has" if sweep else "some run has"
     return "\n".join([
         markdown_table(header, body), "",
-        f"Expected seeds: {' '.join(map(str, expected))}"
-        + ("" if seeds is not None else " (every seed some run has; --seeds sets them)") + f". Runs: {counts}.",
+        f"Expected seeds: {' '.join(map(str, expected))}" + ("" if seeds is not None else
+                                                               f" (every seed {by}; --seeds sets them)")
+        + f". Runs: {counts}.",
         f"Left: {duration(total)} of training, ETA {duration(total / at_once)} at {at_once} run(s) at a time"
         + (f", not counting {untimed} cell(s) with no complete run of their size to time" if untimed else "") + ".",
     ]) + "\n", warnings
