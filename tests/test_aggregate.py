@@ -323,14 +323,18 @@ def test_status_counts_each_cells_runs_and_times_whats_left(capsys, tmp_path):
     write_run(root, "baseline", 2, status="running", max_epochs=5)
     write_run(root, "bsp", 0, status="failed", max_epochs=5, error="RuntimeError: boom")
     write_run(root, "bsp", 1, status="running", max_epochs=5, epochs=1)
+    stopped = write_run(root, "bsp", 2, status="interrupted", max_epochs=5, test_acc=[10.0, 20.0, 30.0])
+    line = "[2026-12-01 10:00:0{0},000][devnets.epochs][INFO] - epoch {0}: test/acc 50.0"
+    (stopped / "train.log").write_text("\n".join(line.format(epoch) for epoch in (1, 2, 3)) + "\n")
     printed = aggregate(capsys, "--status", root, "--seeds", "0", "1", "2", "3").out
     rows = {line.split("|")[4].strip(): [cell.strip() for cell in line.split("|")[5:-1]]
             for line in printed.splitlines() if "| MNIST" in line}
-    # complete, running, failed, diverged, not started, s/epoch, left
-    assert rows["baseline"] == ["2", "1", "0", "0", "1", "180.00", "30 min"]  # (5 + 5) epochs at 3 min
-    assert rows["bsp"] == ["0", "1", "1", "0", "2", "180.00", "42 min"]  # timed as its size: 4 + 5 + 5 epochs
-    assert "Runs: 2 complete, 2 running, 1 failed, 0 diverged, 3 not started." in printed
-    assert "Left: 1 h 12 min of training, ETA 36 min at 2 run(s) at a time." in printed
+    # complete, running, interrupted, failed, diverged, not started, s/epoch, left
+    assert rows["baseline"] == ["2", "1", "0", "0", "0", "1", "180.00", "30 min"]  # (5 + 5) epochs at 3 min
+    # timed as its size: 4 (running) + 2 (interrupted, resumed after its 3 epochs) + 5 epochs
+    assert rows["bsp"] == ["0", "1", "1", "1", "0", "1", "180.00", "33 min"]
+    assert "Runs: 2 complete, 2 running, 1 interrupted, 1 failed, 0 diverged, 2 not started." in printed
+    assert "Left: 1 h 03 min of training, ETA 32 min at 2 run(s) at a time." in printed
     assert not (root / "aggregate").exists()
 
 
@@ -346,8 +350,9 @@ def test_status_times_a_cell_with_no_complete_run_by_its_running_runs_train_log(
     write_run(root, "bsp", 1, status="running", hidden=500, max_epochs=10)  # no train.log yet
     printed = aggregate(capsys, "--status", root, "--seeds", "0", "1").out
     row = next(line for line in printed.splitlines() if "| 500 " in line)
-    # complete, running, failed, diverged, not started, s/epoch (the median gap), left: (10 - 7) + 10 epochs at 15 s
-    assert [cell.strip() for cell in row.split("|")[5:-1]] == ["0", "2", "0", "0", "0", "15.00", "3 min"]
+    # complete, running, interrupted, failed, diverged, not started, s/epoch (the median gap), left: (10 - 7) + 10
+    # epochs at 15 s
+    assert [cell.strip() for cell in row.split("|")[5:-1]] == ["0", "2", "0", "0", "0", "0", "15.00", "3 min"]
     assert "not counting" not in printed
 
 
@@ -363,20 +368,20 @@ def test_status_of_a_sweep_lists_its_jobs_that_have_not_started(capsys, tmp_path
     printed = aggregate(capsys, "--status", root / "grid_1200", *sweep).out
     rows = {tuple(cell.strip() for cell in line.split("|")[1:5]): [cell.strip() for cell in line.split("|")[5:-1]]
             for line in printed.splitlines() if "| 1200 " in line}
-    # complete, running, failed, diverged, not started, s/epoch, left: the grid's Fashion-MNIST half has no
+    # complete, running, interrupted, failed, diverged, not started, s/epoch, left: the grid's Fashion-MNIST half has no
     # run yet, and is timed as MNIST's runs of its shape
     assert rows == {
-        ("Fashion-MNIST", "1200", "100", "baseline"): ["0", "0", "0", "0", "3", "180.00", "45 min"],
-        ("Fashion-MNIST", "1200", "100", "bsp"): ["0", "0", "0", "0", "3", "180.00", "45 min"],
-        ("MNIST", "1200", "100", "baseline"): ["2", "0", "0", "0", "1", "180.00", "15 min"],
-        ("MNIST", "1200", "100", "bsp"): ["0", "1", "0", "0", "2", "180.00", "42 min"],  # 4 + 5 + 5 epochs
+        ("Fashion-MNIST", "1200", "100", "baseline"): ["0", "0", "0", "0", "0", "3", "180.00", "45 min"],
+        ("Fashion-MNIST", "1200", "100", "bsp"): ["0", "0", "0", "0", "0", "3", "180.00", "45 min"],
+        ("MNIST", "1200", "100", "baseline"): ["2", "0", "0", "0", "0", "1", "180.00", "15 min"],
+        ("MNIST", "1200", "100", "bsp"): ["0", "1", "0", "0", "0", "2", "180.00", "42 min"],  # 4 + 5 + 5 epochs
     }
-    assert "Runs: 2 complete, 1 running, 0 failed, 0 diverged, 9 not started." in printed
+    assert "Runs: 2 complete, 1 running, 0 interrupted, 0 failed, 0 diverged, 9 not started." in printed
     assert "Left: 2 h 27 min of training, ETA 2 h 27 min at 1 run(s) at a time." in printed
     # the output root above the sweep's folder reads the same; a sweep not begun is all "not started"
     assert aggregate(capsys, "--status", root, *sweep).out == printed
     fresh = aggregate(capsys, "--status", tmp_path / "not_yet", *sweep).out
-    assert "Runs: 0 complete, 0 running, 0 failed, 0 diverged, 12 not started." in fresh
+    assert "Runs: 0 complete, 0 running, 0 interrupted, 0 failed, 0 diverged, 12 not started." in fresh
 
 
 def test_status_of_a_sweep_refuses_a_bad_override_in_one_line(capsys, sweep):

@@ -1,9 +1,9 @@
 """A sweep's progress: ``devnets-status SWEEP_DIR...`` (the same as ``devnets-aggregate --status``).
 
 Per cell (dataset, n_train, hidden, method, variant as devnets.aggregate groups them), how many of the
-expected seeds are complete, running, failed (failed, or a metrics.json that cannot be read), diverged
-and not started, and the time left: each unfinished run's epochs left (a running run's done epochs are
-counted from its train.log's epoch lines) at the cell's seconds per epoch, the mean of
+expected seeds are complete, running, interrupted, failed (failed, or a metrics.json that cannot be read),
+diverged and not started, and the time left: each unfinished run's epochs left (a running or interrupted
+run's done epochs are counted from its train.log's epoch lines) at the cell's seconds per epoch, the mean of
 ``train_seconds / epochs`` over its complete runs (over the complete runs of the same dataset, n_train and
 hidden when the cell has none, else the running runs' own pace over their last epochs in train.log, else the
 complete runs of a dataset of as many inputs at the same n_train and hidden).
@@ -40,8 +40,9 @@ from devnets.aggregate.runs import (
 from devnets.dataset_info import DATASETS
 from devnets.sweep_plan import planned_runs
 
-COUNTS = {"complete": ("complete",), "running": ("running",), "failed": ("failed", "unreadable"),
-          "diverged": ("diverged",)}
+COUNTS = {"complete": ("complete",), "running": ("running",), "interrupted": ("interrupted",),
+          "failed": ("failed", "unreadable"), "diverged": ("diverged",)}
+UNFINISHED = ("running", "interrupted")  # a rerun resumes an interrupted run from its last checkpoint
 SIZE = ["dataset", "n_train", "hidden"]
 SHAPE = ["inputs", "n_train", "hidden"]
 # devnets.callbacks.run_record's line after each epoch, as conf/hydra/default.yaml formats it in train.log.
@@ -103,10 +104,10 @@ def seconds_per_epoch(runs: pd.DataFrame, own_pace: pd.Series) -> pd.Series:
 def progress(runs: pd.DataFrame, expected: Sequence[int]) -> pd.DataFrame:
     """One row per cell: the expected seeds by status, seconds per epoch and seconds of training left."""
     runs = runs[runs["seed"].isin(expected)].copy()
-    running = runs["status"] == "running"
-    logged = pd.DataFrame([logged_progress(path) for path in runs.loc[running, "path"]],
-                          index=runs.index[running], columns=["epochs", "pace"], dtype=float)
-    runs.loc[running, "epochs"] = runs.loc[running, "epochs"].fillna(logged["epochs"])
+    unfinished = runs["status"].isin(UNFINISHED)
+    logged = pd.DataFrame([logged_progress(path) for path in runs.loc[unfinished, "path"]],
+                          index=runs.index[unfinished], columns=["epochs", "pace"], dtype=float)
+    runs.loc[unfinished, "epochs"] = runs.loc[unfinished, "epochs"].fillna(logged["epochs"])
     runs["per_epoch"] = seconds_per_epoch(runs, logged["pace"].reindex(runs.index))
     rows = []
     for key, group in runs.groupby(CELL, sort=True):
@@ -114,7 +115,7 @@ def progress(runs: pd.DataFrame, expected: Sequence[int]) -> pd.DataFrame:
         row |= {name: int(group["status"].isin(statuses).sum()) for name, statuses in COUNTS.items()}
         row["not started"] = int((group["status"] == "not started").sum()) + len(expected) - len(group)
         planned = group["max_epochs"].max()
-        unfinished = group[group["status"] == "running"]
+        unfinished = group[group["status"].isin(UNFINISHED)]
         epochs_left = (planned - unfinished["epochs"].fillna(0)).clip(lower=0).sum() + row["not started"] * planned
         row["s/epoch"] = group["per_epoch"].iloc[0]
         row["left_s"] = epochs_left * row["s/epoch"] if epochs_left else 0.0
