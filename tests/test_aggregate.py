@@ -320,20 +320,25 @@ def test_status_counts_each_cells_runs_and_times_whats_left(capsys, tmp_path):
     for seed in (0, 1):  # 10 and 20 min for 5 epochs: 3 min an epoch
         write_run(root, "baseline", seed, [10.0, 20.0, 30.0, 40.0, 50.0], max_epochs=5,
                   train_seconds=600.0 * (seed + 1))
-    write_run(root, "baseline", 2, status="running", max_epochs=5)
+    no_process = 2**62  # no process has this id
+    elsewhere = write_run(root, "baseline", 2, status="running", max_epochs=5)
+    (elsewhere / ".lock").write_text(f"process {no_process} on another-node\n")  # a SLURM job's: not checked
     write_run(root, "bsp", 0, status="failed", max_epochs=5, error="RuntimeError: boom")
-    write_run(root, "bsp", 1, status="running", max_epochs=5, epochs=1)
+    alive = write_run(root, "bsp", 1, status="running", max_epochs=5, epochs=1)
+    (alive / ".lock").write_text(f"process {os.getpid()} on {os.uname().nodename}\n")
     stopped = write_run(root, "bsp", 2, status="interrupted", max_epochs=5, test_acc=[10.0, 20.0, 30.0])
     line = "[2026-12-01 10:00:0{0},000][devnets.epochs][INFO] - epoch {0}: test/acc 50.0"
     (stopped / "train.log").write_text("\n".join(line.format(epoch) for epoch in (1, 2, 3)) + "\n")
+    killed = write_run(root, "bsp", 3, status="running", max_epochs=5)  # its record never finished: interrupted
+    (killed / ".lock").write_text(f"process {no_process} on {os.uname().nodename}\n")
     printed = aggregate(capsys, "--status", root, "--seeds", "0", "1", "2", "3").out
     rows = {line.split("|")[4].strip(): [cell.strip() for cell in line.split("|")[5:-1]]
             for line in printed.splitlines() if "| MNIST" in line}
     # complete, running, interrupted, failed, diverged, not started, s/epoch, left
     assert rows["baseline"] == ["2", "1", "0", "0", "0", "1", "180.00", "30 min"]  # (5 + 5) epochs at 3 min
-    # timed as its size: 4 (running) + 2 (interrupted, resumed after its 3 epochs) + 5 epochs
-    assert rows["bsp"] == ["0", "1", "1", "1", "0", "1", "180.00", "33 min"]
-    assert "Runs: 2 complete, 2 running, 1 interrupted, 1 failed, 0 diverged, 2 not started." in printed
+    # timed as its size: 4 (running) + 2 (interrupted, resumed after its 3 epochs) + 5 (killed at epoch 0) epochs
+    assert rows["bsp"] == ["0", "1", "2", "1", "0", "0", "180.00", "33 min"]
+    assert "Runs: 2 complete, 2 running, 2 interrupted, 1 failed, 0 diverged, 1 not started." in printed
     assert "Left: 1 h 03 min of training, ETA 32 min at 2 run(s) at a time." in printed
     assert not (root / "aggregate").exists()
 

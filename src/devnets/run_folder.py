@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,9 @@ NOT_SETTINGS = (
 # Settings added after runs were recorded, with the value those runs had: a record without one is the run the
 # default gives today, so finished runs stay finished and checkpoints stay usable.
 ADDED_SETTINGS = {"model.input_activation": "none"}
+# The file a run holds a POSIX lock on while it runs (devnets.train.run_lock), naming its process and node.
+LOCK_FILE = ".lock"
+LOCK_HOLDER = re.compile(r"process (\d+) on (\S+)")
 # Where a run's TensorBoard event files went before they went straight into its folder (conf/logger/tensorboard.yaml).
 LEGACY_TENSORBOARD = "tensorboard"
 
@@ -187,3 +192,22 @@ def finished_run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any] | None:
         return previous if is_finished(Path(run_dir), previous, cfg.trainer.max_epochs) else None
     except Exception:  # the run reports it
         return None
+
+
+def process_ended(run_dir: str | Path) -> bool:
+    """Whether the process that last held the run's folder was on this machine and is gone (killed, or its
+    machine's session ended), so a record it left ``running`` will never be finished: the same command resumes
+    the run. False where the lock file names no process, or one on another node (a SLURM job's)."""
+    try:
+        holder = LOCK_HOLDER.match((Path(run_dir) / LOCK_FILE).read_text())
+    except OSError:
+        return False
+    if holder is None or holder[2] != os.uname().nodename:
+        return False
+    try:
+        os.kill(int(holder[1]), 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):  # no such process
+        return True
+    except PermissionError:  # another user's
+        return False
+    return False

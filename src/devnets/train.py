@@ -48,6 +48,7 @@ from devnets.methods.weights import select_weights
 from devnets.overrides import CONF_DIR, closest
 from devnets.results import read_metrics, write_metrics
 from devnets.run_folder import (  # noqa: F401 (NOT_SETTINGS: where tests and users found it before)
+    LOCK_FILE,
     NOT_SETTINGS,
     RunConflict,
     check_run_settings,
@@ -69,7 +70,6 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
 )
 
 CHECKPOINT = "last.ckpt"
-LOCK_FILE = ".lock"
 # The method keys the model reads (model.dropout: ${method.p}, model.l2: ${method.l2}), or that say which
 # method it is; every other method.* key is an argument of one of the method's callbacks.
 METHOD_KEYS = ("name", "p", "l2", "callbacks")
@@ -260,7 +260,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             raise RunConflict(f"{run_dir} is in use by {holder}; wait for it to end or stop it") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"process {os.getpid()} on {os.uname().nodename}\n")
+        handle.write(f"process {os.getpid()} on {os.uname().nodename}\n")  # as run_folder.LOCK_HOLDER reads it
         handle.flush()
         yield
 
