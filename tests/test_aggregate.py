@@ -1,6 +1,7 @@
 """devnets-aggregate on run folders written here with known curves, and on two real tiny runs."""
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -361,6 +362,12 @@ def test_status_times_a_cell_with_no_complete_run_by_its_running_runs_train_log(
     assert "not counting" not in printed
 
 
+def status_rows(printed):
+    """devnets-status's table: (dataset, n_train, hidden, method) -> the counts, s/epoch and time left."""
+    return {tuple(cell.strip() for cell in line.split("|")[1:5]): [cell.strip() for cell in line.split("|")[5:-1]]
+            for line in printed.splitlines() if line.startswith("| ") and line.split("|")[2].strip().isdigit()}
+
+
 def test_status_of_a_sweep_lists_its_jobs_that_have_not_started(capsys, tmp_path):
     root = tmp_path / "outputs"
     for seed in (0, 1):  # 10 and 20 min for 5 epochs: 3 min an epoch
@@ -371,11 +378,9 @@ def test_status_of_a_sweep_lists_its_jobs_that_have_not_started(capsys, tmp_path
     sweep = ["--sweep", "experiment=grid_1200", "model.hidden=100", "method=baseline,bsp", "seed=0,1,2",
              "trainer.max_epochs=5"]
     printed = aggregate(capsys, "--status", root / "grid_1200", *sweep).out
-    rows = {tuple(cell.strip() for cell in line.split("|")[1:5]): [cell.strip() for cell in line.split("|")[5:-1]]
-            for line in printed.splitlines() if "| 1200 " in line}
     # complete, running, interrupted, failed, diverged, not started, s/epoch, left: the grid's Fashion-MNIST half has no
     # run yet, and is timed as MNIST's runs of its shape
-    assert rows == {
+    assert status_rows(printed) == {
         ("Fashion-MNIST", "1200", "100", "baseline"): ["0", "0", "0", "0", "0", "3", "180.00", "45 min"],
         ("Fashion-MNIST", "1200", "100", "bsp"): ["0", "0", "0", "0", "0", "3", "180.00", "45 min"],
         ("MNIST", "1200", "100", "baseline"): ["2", "0", "0", "0", "0", "1", "180.00", "15 min"],
@@ -387,6 +392,21 @@ def test_status_of_a_sweep_lists_its_jobs_that_have_not_started(capsys, tmp_path
     assert aggregate(capsys, "--status", root, *sweep).out == printed
     fresh = aggregate(capsys, "--status", tmp_path / "not_yet", *sweep).out
     assert "Runs: 0 complete, 0 running, 0 interrupted, 0 failed, 0 diverged, 12 not started." in fresh
+
+    # Without --sweep: the runs there, and the jobs not started of the sweep last started there (Hydra's
+    # multirun.yaml names its overrides)
+    overrides = {"hydra": ["hydra.mode=MULTIRUN"], "task": sweep[1:]}
+    (root / "grid_1200" / "multirun.yaml").write_text(json.dumps({"hydra": {"overrides": overrides}}))
+    alone = aggregate(capsys, "--status", root / "grid_1200").out
+    assert status_rows(alone) == status_rows(printed) | {  # expecting seeds 0-2 as every other cell; not timed
+        ("MNIST", "1200", "10", "baseline"): ["1", "0", "0", "0", "0", "2", "—", "unknown"]}
+    assert "Runs: 3 complete, 1 running, 0 interrupted, 0 failed, 0 diverged, 11 not started." in alone
+    # a sweep whose overrides the config no longer takes: its runs alone, and a warning that says why
+    overrides["task"] = ["experiment=grid_1200", "method=retired"]
+    (root / "grid_1200" / "multirun.yaml").write_text(json.dumps({"hydra": {"overrides": overrides}}))
+    changed = aggregate(capsys, "--status", root / "grid_1200")
+    assert "Runs: 3 complete, 1 running, 0 interrupted, 0 failed, 0 diverged, 2 not started." in changed.out
+    assert "multirun.yaml: its jobs not started are not listed (method=retired is not allowed" in changed.err
 
 
 def test_status_of_a_sweep_refuses_a_bad_override_in_one_line(capsys, sweep):

@@ -10,8 +10,9 @@ hidden when the cell has none, else the running runs' own pace over their last e
 complete runs of a dataset of as many inputs at the same n_train and hidden).
 The ETA divides the total by the runs at a time (``--jobs``, default the runs running now, at least one).
 With ``--sweep OVERRIDE...`` (the sweep's ``train.py -m`` overrides) the cells are the sweep's, every job
-of it counted (devnets.sweep_plan), a job no run has reached as not started; else only the cells some run
-has reached. Reads metrics.json and train.log files only, and composes the config: no torch, no lightning.
+of it counted (devnets.sweep_plan), a job no run has reached as not started; else the cells some run has
+reached, and the jobs of the sweep last started in each SWEEP_DIR (its multirun.yaml) not started yet.
+Reads metrics.json and train.log files only, and composes the config: no torch, no lightning.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from devnets.aggregate.markdown import DATASET_TITLES, markdown_table
 from devnets.aggregate.runs import (
@@ -49,6 +51,7 @@ SIZE = ["dataset", "n_train", "hidden"]
 SHAPE = ["inputs", "n_train", "hidden"]
 # devnets.callbacks.run_record's line after each epoch, as conf/hydra/default.yaml formats it in train.log.
 EPOCH_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[devnets\.epochs\]\[INFO\] - epoch (\d+):", re.M)
+MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep's config and overrides, in its folder
 RECENT_EPOCHS = 20  # a running run's pace: over its last epochs, after any stop and resume
 LOG_TAIL_BYTES = 64 * 1024
 
@@ -125,6 +128,16 @@ def progress(runs: pd.DataFrame, expected: Sequence[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def last_sweep(sweep_dir: Path) -> list[str] | None:
+    """The overrides of the sweep last started in ``sweep_dir``, as Hydra saved them there (multirun.yaml);
+    None without one."""
+    path = sweep_dir / MULTIRUN_FILE
+    if not path.is_file():
+        return None
+    overrides = OmegaConf.load(path).hydra.overrides
+    return [override for override in overrides.hydra if not override.startswith("hydra.mode=")] + list(overrides.task)
+
+
 def planned_records(
     sweep_dirs: Sequence[Path], records: list[dict[str, Any]], sweep: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -148,6 +161,15 @@ def status_text(
     records, warnings = read_runs([path for path in sweep_dirs if path.exists()])
     if sweep is not None:
         records = planned_records(sweep_dirs, records, sweep)
+    else:  # the jobs of the sweep last started in each folder that no run has reached yet
+        for sweep_dir in sweep_dirs:
+            last = last_sweep(sweep_dir)
+            try:
+                planned = [] if last is None else planned_records([sweep_dir], records, last)
+            except Exception as error:  # the config has changed since: the runs alone are listed
+                warnings.append(f"{sweep_dir / MULTIRUN_FILE}: its jobs not started are not listed ({error})")
+                continue
+            records += [record for record in planned if record["status"] == "not started"]
     if not records:
         raise NothingToAggregate(f"no metrics.json under {', '.join(map(str, sweep_dirs))}", warnings)
     runs = pd.DataFrame(records)
