@@ -208,6 +208,6 @@ def process_ended(run_dir: str | Path) -> bool:
         os.kill(int(holder[1]), 0)  # signal 0: only asks whether the process exists
     except (ProcessLookupError, OverflowError):  # no such process
         return True
-    except PermissionError:  # another user's
-        return False
+    except PermissionError:  # another user's: it exists
+        pass
     return False

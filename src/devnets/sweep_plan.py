@@ -1,7 +1,8 @@
 """The jobs of a sweep before they run: ``train.py -m OVERRIDES`` taken apart as Hydra's basic sweeper takes it
 (``hydra.sweeper.params`` of the config, then the command line's own sweeps), each job with its run folder and
-the summary its metrics.json will start with. ``devnets-status SWEEP_DIR --sweep OVERRIDES`` reads it to list
-the cells and seeds no run has started yet. Imports neither torch nor Lightning.
+the summary its metrics.json will start with. ``devnets-status`` reads it to list the jobs no run has
+started yet (of ``--sweep OVERRIDES``, or of the sweep a folder's multirun.yaml names). Imports neither torch
+nor Lightning.
 """
 
 from __future__ import annotations
