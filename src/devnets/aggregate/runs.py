@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from devnets.results import METRICS_FILE, CorruptMetrics, read_metrics
+from devnets.run_folder import process_ended
 
 GROUP = ["dataset", "n_train", "hidden", "method"]
 CELL = [*GROUP, "variant"]
@@ -161,7 +162,8 @@ def unreadable_record(run_dir: Path, reason: str) -> dict[str, Any] | None:
 
 def read_runs(sweep_dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """Every run under ``sweep_dirs`` (one whose metrics.json is unreadable as status ``unreadable``, when its
-    path names its cell), and a warning for each metrics.json that is not readable."""
+    path names its cell; one left ``running`` by a process that is gone as ``interrupted``), and a warning for
+    each metrics.json that is not readable."""
     runs, warnings, seen = [], [], set()
     for sweep in sweep_dirs:
         if sweep.is_file():  # a runs table (.csv)
@@ -173,6 +175,8 @@ def read_runs(sweep_dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[st
             seen.add(path.resolve())
             try:
                 metrics = read_metrics(path.parent)
+                if metrics.get("status") == "running" and process_ended(path.parent):
+                    metrics["status"] = "interrupted"  # its process is gone: it will not finish unless run again
                 runs.append(run_record(path.parent, metrics))
                 continue
             except CorruptMetrics as error:

@@ -2,7 +2,7 @@
 
 Per cell (dataset, n_train, hidden, method, variant as devnets.aggregate groups them), how many of the
 expected seeds are complete, running, interrupted (also a run whose record says running but whose process,
-on this machine, is gone: devnets.run_folder.process_ended), failed (failed, or a metrics.json that cannot be
+on this machine, is gone: devnets.aggregate.runs.read_runs), failed (failed, or a metrics.json that cannot be
 read), diverged and not started, and the time left: each unfinished run's epochs left (a running or interrupted
 run's done epochs are counted from its train.log's epoch lines) at the cell's seconds per epoch, the mean of
 ``train_seconds / epochs`` over its complete runs (over the complete runs of the same dataset, n_train and
@@ -41,7 +41,6 @@ from devnets.aggregate.runs import (
     variant_labels,
 )
 from devnets.dataset_info import DATASETS
-from devnets.run_folder import process_ended
 from devnets.sweep_plan import planned_runs
 
 COUNTS = {"complete": ("complete",), "running": ("running",), "interrupted": ("interrupted",),
@@ -173,8 +172,6 @@ def status_text(
     if not records:
         raise NothingToAggregate(f"no metrics.json under {', '.join(map(str, sweep_dirs))}", warnings)
     runs = pd.DataFrame(records)
-    ended = (runs["status"] == "running") & runs["path"].map(process_ended)
-    runs.loc[ended, "status"] = "interrupted"  # its process is gone: it will not finish unless run again
     runs["variant"] = variant_labels(runs)
     runs, _ = drop_duplicates(runs)
     expected = expected_seeds(runs, seeds)
