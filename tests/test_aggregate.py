@@ -279,20 +279,25 @@ def test_runs_that_do_not_count_are_named(capsys, tmp_path):
     write_run(root, "dropout", 3, status="running")
     corrupt = write_run(root, "dropout", 5, [60.0, 60.0]) / "metrics.json"
     corrupt.write_text('{"status": "complete", "test_')
-    result = aggregate(capsys, root, "--out", tmp_path / "agg", "--seeds", "0", "1", "2", "3", "4", "5")
+    write_run(root, "dropout", 6, status="interrupted")
+    killed = write_run(root, "dropout", 7, status="running")  # by a process that is gone: interrupted
+    (killed / ".lock").write_text(f"process {2**62} on {os.uname().nodename}\n")
+    seeds = [str(seed) for seed in range(8)]
+    result = aggregate(capsys, root, "--out", tmp_path / "agg", "--seeds", *seeds)
     tables = (tmp_path / "agg" / "tables.md").read_text()
     assert f"warning: skipped {corrupt}: not valid JSON" in result.err
     assert f"- skipped {corrupt}: not valid JSON" in tables
-    assert "80.00 [1/6] (87.74 ± 0.19)" in tables  # only the complete seed is averaged
-    assert "missing 4; diverged 2; failed 1; running 3; unreadable 5" in tables
+    assert "80.00 [1/8] (87.74 ± 0.19)" in tables  # only the complete seed is averaged
+    assert "missing 4; diverged 2; failed 1; running 3; interrupted 6 7; unreadable 5" in tables
     assert "- h100 dropout: seed 4 missing (no metrics.json)" in tables
     assert "- h100 dropout: seed 1 failed: RuntimeError: out of memory (`" in tables
     assert "- h100 dropout: seed 2 diverged at epoch 2 (`" in tables
     assert "- h100 dropout: seed 3 running (`" in tables
     assert "- h100 dropout: seed 5 unreadable: metrics.json: not valid JSON (" in tables
+    assert "- h100 dropout: seed 7 interrupted (`" in tables
     dropout = cell(read_csv(tmp_path / "agg" / "cells.csv"), "dropout")
-    by_status = [dropout[f"{status}_seeds"] for status in ("missing", "failed", "diverged", "running", "unreadable")]
-    assert by_status == ["4", "1", "2", "3", "5"]
+    statuses = ("missing", "failed", "diverged", "running", "interrupted", "unreadable")
+    assert [dropout[f"{status}_seeds"] for status in statuses] == ["4", "1", "2", "3", "6 7", "5"]
     assert dropout["n_complete"] == "1"
 
 

@@ -18,7 +18,7 @@ from devnets.run_folder import process_ended
 GROUP = ["dataset", "n_train", "hidden", "method"]
 CELL = [*GROUP, "variant"]
 METHODS = ("baseline", "dropout", "l2", "bdnn_dsd", "bsp")
-STATUS_ORDER = ("complete", "diverged", "failed", "running", "unreadable")
+STATUS_ORDER = ("complete", "diverged", "failed", "running", "interrupted", "unreadable")
 # Settings that never make a variant: the seed's, the callbacks' copies of method.* (interpolated), and
 # the trainer's display and device switches.
 NOT_VARIANT = (
