@@ -15,7 +15,7 @@ import torch
 from matplotlib import colors
 
 import devnets
-from devnets.aggregate import load_paper_tables, main, plots
+from devnets.aggregate import load_paper_tables, main, plots, status_main
 from devnets.callbacks.run_record import weight_histograms
 from devnets.results import read_metrics, write_metrics
 
@@ -420,6 +420,11 @@ def test_status_of_a_sweep_refuses_a_bad_override_in_one_line(capsys, sweep):
     with pytest.raises(SystemExit):
         main([str(sweep), "--sweep", "method=bsp"])
     assert "--sweep goes with --status" in capsys.readouterr().err
+    # the overrides quoted as one argument: named, under the name the user typed
+    assert status_main([str(sweep), "--sweep", "experiment=grid_1200 model.hidden=500"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "devnets-status: error: --sweep: 'experiment=grid_1200 model.hidden=500': mismatched input '=' expecting "
+        "<EOF> (give each override as its own argument)")
 
 
 @pytest.mark.parametrize("plan", [[], ["--sweep", "experiment=grid_1200", "data=mnist", "model.hidden=100"]])

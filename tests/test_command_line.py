@@ -24,7 +24,9 @@ BAD_OVERRIDES = [
     (["hydra.run.dri=x"], False, "hydra.run.dri=x is not allowed: no such key (closest: hydra.run.dir)"),
     (["method=bsp,dropout"], False, "Ambiguous value for argument 'method=bsp,dropout' 1. To use it as a list"),
     (["+trainer.max_epochs=3"], False, "Could not append to config. An item is already at 'trainer.max_epochs'."),
-    (["seed=["], False, "no viable alternative at input '['"),
+    (["seed=["], False, "'seed=[': no viable alternative at input '['"),
+    (["method=bsp seed=1"], False,
+     "'method=bsp seed=1': mismatched input '=' expecting <EOF> (give each override as its own argument)"),
 ]
 
 

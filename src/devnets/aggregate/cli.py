@@ -39,8 +39,8 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(prog="devnets-aggregate",
+def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
+    parser = OneLineParser(prog=prog,
                            description="Aggregate sweeps into the papers' tables, or print their progress (--status).")
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR",
                         help="folders searched (recursively) for metrics.json, or runs tables (.csv) that aggregate "
@@ -129,8 +129,8 @@ def aggregate(
     return text, warnings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "devnets-aggregate") -> int:
+    args = parse_args(argv, prog)
     try:
         if args.status:
             text, warnings = status_text(args.sweep_dirs, args.seeds, args.jobs, args.sweep)
@@ -140,10 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NothingToAggregate as error:
         for warning in error.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        print(f"devnets-aggregate: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     except BadOverride as error:  # --sweep
-        print(f"devnets-aggregate: error: --sweep: {error}", file=sys.stderr)
+        print(f"{prog}: error: --sweep: {error}", file=sys.stderr)
         return 2
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -155,4 +155,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def status_main(argv: Sequence[str] | None = None) -> int:
     """``devnets-status SWEEP_DIR...``: ``devnets-aggregate --status``."""
-    return main(["--status", *(sys.argv[1:] if argv is None else argv)])
+    return main(["--status", *(sys.argv[1:] if argv is None else argv)], prog="devnets-status")
