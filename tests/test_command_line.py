@@ -48,6 +48,16 @@ def test_good_overrides_pass(overrides, multirun):
     check_overrides(overrides, multirun)
 
 
+QUEUED = [line for queue in sorted((PROJECT_ROOT / "scripts" / "queues").glob("*.txt"))
+          for line in queue.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("line", QUEUED)
+def test_every_queued_sweep_is_one_the_config_accepts(line):
+    """scripts/run_queue.sh runs each line as ``train.py -m LINE``: a bad line would fail hours into a queue."""
+    check_overrides(line.split(), multirun=True)
+
+
 def train_command(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "scripts/train.py", *args], cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=300)
