@@ -354,7 +354,7 @@ def test_status_counts_each_cells_runs_and_times_whats_left(capsys, tmp_path):
     assert not (root / "aggregate").exists()
 
 
-def test_status_times_a_cell_with_no_complete_run_by_its_running_runs_train_log(capsys, tmp_path):
+def test_status_times_a_size_with_no_complete_run_by_its_running_runs_train_log(capsys, tmp_path):
     root = tmp_path / "outputs"
     run_dir = write_run(root, "bsp", 0, status="running", hidden=500, max_epochs=10)
     line = "[2026-12-01 10:{:02d}:{:02d},000][devnets.epochs][INFO] - epoch {}: test/acc 50.0"
@@ -364,10 +364,12 @@ def test_status_times_a_cell_with_no_complete_run_by_its_running_runs_train_log(
     log += [line.format(35, 15, 6), line.format(35, 30, 7)]  # paused (SIGSTOP) for 3 min 30 s before epoch 6
     (run_dir / "train.log").write_text("\n".join(log) + "\n")
     write_run(root, "bsp", 1, status="running", hidden=500, max_epochs=10)  # no train.log yet
+    write_run(root, "l2", 0, status="running", hidden=500, max_epochs=10)  # nor here: timed as its size's runs
     printed = aggregate(capsys, "--status", root, "--seeds", "0", "1").out
     # complete, running, interrupted, failed, diverged, not started, s/epoch (the median gap), left: (10 - 7) + 10
-    # epochs at 15 s
-    assert status_rows(printed) == {("MNIST", "1200", "500", "bsp"): ["0", "2", "0", "0", "0", "0", "15.00", "3 min"]}
+    # epochs at 15 s; 10 + 10 at 15 s
+    assert status_rows(printed) == {("MNIST", "1200", "500", "bsp"): ["0", "2", "0", "0", "0", "0", "15.00", "3 min"],
+                                    ("MNIST", "1200", "500", "l2"): ["0", "1", "0", "0", "0", "1", "15.00", "5 min"]}
     assert "not counting" not in printed
 
 
@@ -395,6 +397,8 @@ def test_status_of_a_sweep_lists_its_jobs_that_have_not_started(capsys, tmp_path
     assert aggregate(capsys, "--status", root, *sweep).out == printed
     fresh = aggregate(capsys, "--status", tmp_path / "not_yet", *sweep).out
     assert "Runs: 0 complete, 0 running, 0 interrupted, 0 failed, 0 diverged, 12 not started." in fresh
+    assert "Left: unknown of training, ETA unknown at 1 run(s) at a time, not counting 4 cell(s) with no run of " \
+           "their size or shape to time." in fresh
 
     # Without --sweep: the runs there, and the jobs not started of the sweep last started there (Hydra's
     # multirun.yaml names its overrides)

@@ -90,8 +90,9 @@ def logged_progress(run_dir: str) -> tuple[float, float]:
 
 def seconds_per_epoch(runs: pd.DataFrame, own_pace: pd.Series) -> pd.Series:
     """Per run, its cell's mean seconds per epoch over complete runs, else its size's, else the mean pace of
-    the cell's running runs (``own_pace``), else its shape's (the complete runs of another dataset of as many
-    inputs, at the same n_train and hidden: Fashion-MNIST's epoch costs MNIST's); NaN without any."""
+    the cell's running runs (``own_pace``), else of its size's, else its shape's (the complete runs of another
+    dataset of as many inputs, at the same n_train and hidden: Fashion-MNIST's epoch costs MNIST's); NaN
+    without any."""
     runs = runs.assign(inputs=runs["dataset"].map(lambda name: DATASETS[name].input_dim if name in DATASETS else name))
     complete = runs[(runs["status"] == "complete") & (runs["epochs"] > 0)]
     per_epoch = (complete["train_seconds"] / complete["epochs"]).rename("per_epoch")
@@ -102,7 +103,8 @@ def seconds_per_epoch(runs: pd.DataFrame, own_pace: pd.Series) -> pd.Series:
         return runs[columns].apply(tuple, axis=1).map(means)
 
     by_cell, by_size, by_shape = (mean_over(columns, per_epoch) for columns in (CELL, SIZE, SHAPE))
-    return by_cell.fillna(by_size).fillna(mean_over(CELL, own_pace.rename("pace"))).fillna(by_shape)
+    paced = own_pace.rename("pace")
+    return by_cell.fillna(by_size).fillna(mean_over(CELL, paced)).fillna(mean_over(SIZE, paced)).fillna(by_shape)
 
 
 def progress(runs: pd.DataFrame, expected: Sequence[int]) -> pd.DataFrame:
@@ -196,5 +198,5 @@ def status_text(
                                                                f" (every seed {by}; --seeds sets them)")
         + f". Runs: {counts}.",
         f"Left: {duration(total)} of training, ETA {duration(total / at_once)} at {at_once} run(s) at a time"
-        + (f", not counting {untimed} cell(s) with no complete run of their size to time" if untimed else "") + ".",
+        + (f", not counting {untimed} cell(s) with no run of their size or shape to time" if untimed else "") + ".",
     ]) + "\n", warnings
