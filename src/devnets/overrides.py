@@ -74,13 +74,13 @@ def unknown_key(override: Override, others: list[str], config_name: str) -> BadO
 def check_overrides(overrides: list[str], multirun: bool = False, config_name: str = CONFIG_NAME) -> None:
     """Raise BadOverride for the first override the config does not accept (with -m, each value of a sweep)."""
     parser = OverridesParser.create()
+    parsed = []
     for override in overrides:
         try:
-            parser.parse_override(override)
+            parsed += parser.parse_overrides([override])
         except HydraException as error:
             hint = " (give each override as its own argument)" if len(override.split()) > 1 else ""
             raise BadOverride(f"'{override}': {one_line(error)}{hint}") from None
-    parsed = parser.parse_overrides(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         composed = []
