@@ -427,8 +427,9 @@ def test_status_of_a_sweep_refuses_a_bad_override_in_one_line(capsys, sweep):
     # the overrides quoted as one argument: named, under the name the user typed
     assert status_main([str(sweep), "--sweep", "experiment=grid_1200 model.hidden=500"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "devnets-status: error: --sweep: 'experiment=grid_1200 model.hidden=500': mismatched input '=' expecting "
-        "<EOF> (give each override as its own argument)")
+        "devnets-status: error: --sweep: 'experiment=grid_1200 model.hidden=500' (several overrides in one argument: "
+        "give each its own): mismatched input '=' expecting <EOF> See "
+        "https://hydra.cc/docs/1.2/advanced/override_grammar/basic for details")
 
 
 @pytest.mark.parametrize("plan", [[], ["--sweep", "experiment=grid_1200", "data=mnist", "model.hidden=100"]])

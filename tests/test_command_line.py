@@ -26,7 +26,8 @@ BAD_OVERRIDES = [
     (["+trainer.max_epochs=3"], False, "Could not append to config. An item is already at 'trainer.max_epochs'."),
     (["seed=["], False, "'seed=[': no viable alternative at input '['"),
     (["method=bsp seed=1"], False,
-     "'method=bsp seed=1': mismatched input '=' expecting <EOF> (give each override as its own argument)"),
+     "'method=bsp seed=1' (several overrides in one argument: give each its own): mismatched input '=' expecting "
+     "<EOF> See https://hydra.cc/docs/1.2/advanced/override_grammar/basic for details"),
 ]
 
 

@@ -79,8 +79,8 @@ def check_overrides(overrides: list[str], multirun: bool = False, config_name: s
         try:
             parsed += parser.parse_overrides([override])
         except HydraException as error:
-            hint = " (give each override as its own argument)" if len(override.split()) > 1 else ""
-            raise BadOverride(f"'{override}': {one_line(error)}{hint}") from None
+            hint = " (several overrides in one argument: give each its own)" if len(override.split()) > 1 else ""
+            raise BadOverride(f"'{override}'{hint}: {one_line(error)}") from None
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         composed = []
