@@ -72,18 +72,21 @@ def job_env(cache: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "XDG_CACHE_HOME": str(cache)}
 
 
-def sacct_states(job_id: str) -> list[str]:
+def sacct_states(job_id: str, tasks: int = 1) -> list[str]:
     """Every state job ``job_id`` (``123`` or ``123_4``) went through, requeues included, oldest first, once
-    it has ended (a job's result is written before its process has exited)."""
+    it has ended (a job's result is written before its process has exited) and the accounting lists at least
+    ``tasks`` records (an array's tasks reach slurmdbd one by one: one may still be missing when the others
+    have ended)."""
     for _ in range(120):
         listed = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations", "--duplicates",
                                  f"--jobs={job_id}", "--format=State"], capture_output=True, text=True, timeout=60,
                                 check=True)
         states = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
-        if states and not {"PENDING", "RUNNING", "COMPLETING"} & set(states) and states[-1] != "REQUEUED":
+        ended = not {"PENDING", "RUNNING", "COMPLETING"} & set(states)
+        if len(states) >= tasks and ended and states[-1] != "REQUEUED":
             return states
         time.sleep(1)
-    raise TimeoutError(f"SLURM job {job_id} still {states[-1]} after 2 minutes")
+    raise TimeoutError(f"SLURM job {job_id}: states {states} after 2 minutes ({tasks} ended task records expected)")
 
 
 def local_run(data_root: Path, run_dir: Path, *overrides: str) -> dict:
@@ -113,7 +116,7 @@ def test_a_sweep_on_slurm_completes_as_local_runs_do_and_a_rerun_submits_nothing
     assert first.returncode == 0, first.stderr[-4000:]
     assert "0 of 4 jobs hold finished runs; submitting 4 to SLURM" in first.stdout
     array = re.search(r"submitted SLURM job array (\d+)", first.stdout).group(1)
-    assert sacct_states(array) == ["COMPLETED"] * 4
+    assert sacct_states(array, tasks=4) == ["COMPLETED"] * 4
     for method in ("baseline", "dropout"):
         for seed in (0, 1):
             slurm = read_metrics(sweep_dir / f"mnist-n200/h8/{method}/seed{seed}")
