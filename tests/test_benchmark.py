@@ -3,6 +3,7 @@
 import json
 
 from devnets import benchmark
+from test_bound_mask import NEEDS_COMPILER
 
 
 def test_benchmark_rows_cover_the_plain_loop_and_every_method(tmp_path, capsys, monkeypatch):
@@ -14,6 +15,15 @@ def test_benchmark_rows_cover_the_plain_loop_and_every_method(tmp_path, capsys, 
     assert [row["inputs"] for row in rows] == [784] * len(settings) + [3072] * len(settings)
     assert all(row["ms_per_epoch"] > 0 and row["peak_memory_mb"] > 0 for row in rows)
     assert rows[1]["ratio_to_plain"] == 1.0
+
+
+@NEEDS_COMPILER
+def test_benchmark_times_bdnn_dsd_compiled_beside_it(monkeypatch):
+    monkeypatch.setattr(benchmark, "N_TEST", 500)
+    rows = benchmark.measure([(600, 8, 784)], ["bdnn_dsd"], epochs=1, warmup=1, rounds=1, compile=True)
+    assert [row["setting"] for row in rows] == [
+        "matmul peak", "plain loop", "plain loop, bdnn_dsd", "plain loop, bdnn_dsd, compile=true", "lightning loop",
+        "bdnn_dsd", "bdnn_dsd, compile=true", "baseline, steps_per_batch=1"]
 
 
 def test_benchmark_writes_json_beside_the_table(tmp_path, capsys, monkeypatch):

@@ -3,21 +3,35 @@
 The small tests set a 1×n weight to each row of a sequence (standing in for the optimiser's update)
 and run one time step of Algorithm 1 after each, on each device (the conftest's ``device``). R_i = 0.5,
 R_d = 0.25 and T_num = 2 unless a test says otherwise: every value is exact in float32, so bounds and
-counters compare exactly.
+counters compare exactly. Each runs eager and compiled (``compile=True``, where torch.compile can run), which
+must give the same values.
 """
 
 import pytest
 import torch
 from torch import nn
 
+import devnets.train
 from devnets.callbacks.bound_mask import BoundMask
 from devnets.errors import InvalidSetting
 from devnets.methods.bdnn_dsd import BDNNDsd
-from devnets.train import build, make_trainer
+from devnets.methods.weights import compiler_missing
+from devnets.train import build, make_trainer, run_settings
+from test_reliability import assert_same_run
+
+NEEDS_COMPILER = pytest.mark.skipif(compiler_missing() is not None, reason=f"torch.compile: {compiler_missing()}")
 
 
-def bounded_layer(initial_weights, device="cpu", **settings):
-    bounds = BDNNDsd(**{"initial_bound": 0.5, "bound_step": 0.25, "count_threshold": 2, **settings})
+@pytest.fixture(params=[False, pytest.param(True, marks=NEEDS_COMPILER)], ids=["eager", "compiled"])
+def compiled(request) -> bool:
+    """BDNN-dsd's time step as it runs by default, and compiled (``compile=True``)."""
+    torch._dynamo.reset()  # dynamo stops compiling a function after 8 graphs: each test starts afresh
+    return request.param
+
+
+def bounded_layer(initial_weights, device="cpu", compiled=False, **settings):
+    defaults = {"initial_bound": 0.5, "bound_step": 0.25, "count_threshold": 2, "compile": compiled}
+    bounds = BDNNDsd(**{**defaults, **settings})
     layer = nn.Linear(len(initial_weights), 1, bias=False, device=device)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([initial_weights]))
@@ -43,8 +57,8 @@ def drive(bound_mask, layer, steps):
     return states
 
 
-def test_bound_grows_after_count_threshold_exceedances(device):
-    bound_mask, layer = bounded_layer([0.25, 0.25], device)
+def test_bound_grows_after_count_threshold_exceedances(device, compiled):
+    bound_mask, layer = bounded_layer([0.25, 0.25], device, compiled)
     assert drive(bound_mask, layer, [[1.0, 0.25], [-1.0, 0.25], [1.0, 0.25]]) == [
         ([0.5, 0.5], [1, 0], [0, 0], [0.5, 0.25]),
         ([0.75, 0.5], [0, 0], [0, 0], [-0.75, 0.25]),  # Num+ = 2 ≥ T_num: M += R_d, Num+ = 0
@@ -52,8 +66,8 @@ def test_bound_grows_after_count_threshold_exceedances(device):
     ]
 
 
-def test_bound_shrinks_after_count_threshold_decays(device):
-    bound_mask, layer = bounded_layer([0.5, 0.25], device)
+def test_bound_shrinks_after_count_threshold_decays(device, compiled):
+    bound_mask, layer = bounded_layer([0.5, 0.25], device, compiled)
     assert drive(bound_mask, layer, [[-0.375, 0.25], [0.25, 0.25], [0.125, 0.25]]) == [
         ([0.5, 0.5], [0, 0], [1, 0], [-0.375, 0.25]),
         ([0.25, 0.5], [0, 0], [0, 0], [0.25, 0.25]),  # Num- = 2 ≥ T_num: M -= R_d, Num- = 0
@@ -71,8 +85,8 @@ def test_bound_shrinks_after_count_threshold_decays(device):
         (False, [(0.5, 1), (0.75, 2), (1.0, 3), (1.25, 3)]),
     ],
 )
-def test_reset_after_update_readings(reset_after_update, expected, device):
-    bound_mask, layer = bounded_layer([0.25], device, reset_after_update=reset_after_update)
+def test_reset_after_update_readings(reset_after_update, expected, device, compiled):
+    bound_mask, layer = bounded_layer([0.25], device, compiled, reset_after_update=reset_after_update)
     states = drive(bound_mask, layer, [[1.0]] * 4)
     assert [(bound[0], exceed_count[0]) for bound, exceed_count, _, _ in states] == expected
 
@@ -86,15 +100,15 @@ def test_reset_after_update_readings(reset_after_update, expected, device):
         ("consecutive", [(0.5, 1, 0.5, 1), (0.5, 0, 0.5, 0), (0.5, 1, 0.5, 1)]),
     ],
 )
-def test_counting_readings(counting, expected, device):
+def test_counting_readings(counting, expected, device, compiled):
     # synapse 0 exceeds, misses, exceeds: (M, Num+); synapse 1 decays, holds, decays: (M, Num-)
-    bound_mask, layer = bounded_layer([0.25, 0.5], device, counting=counting)
+    bound_mask, layer = bounded_layer([0.25, 0.5], device, compiled, counting=counting)
     states = drive(bound_mask, layer, [[1.0, 0.375], [0.5, 0.375], [1.0, 0.25]])
     assert [(bound[0], exceed[0], bound[1], decay[1]) for bound, exceed, decay, _ in states] == expected
 
 
-def test_clip_limits_weights_to_the_bound(device):
-    bound_mask, layer = bounded_layer([0.0, 0.0, 0.0, 0.0, 0.0], device, count_threshold=100)
+def test_clip_limits_weights_to_the_bound(device, compiled):
+    bound_mask, layer = bounded_layer([0.0, 0.0, 0.0, 0.0, 0.0], device, compiled, count_threshold=100)
     [(bound, _, _, weight)] = drive(bound_mask, layer, [[0.75, -0.75, 0.25, -0.25, 0.5]])
     assert weight == [0.5, -0.5, 0.25, -0.25, 0.5]  # eq. 3.3
     assert bound == [0.5] * 5
@@ -102,8 +116,8 @@ def test_clip_limits_weights_to_the_bound(device):
     assert layer.weight_bdnn_previous_magnitude[0].tolist() == [0.5, 0.5, 0.25, 0.25, 0.5]  # |w| after the clip
 
 
-def test_bound_stops_at_zero_and_zeroes_its_weight(device):
-    bound_mask, layer = bounded_layer([0.5], device, bound_step=0.375, count_threshold=1)
+def test_bound_stops_at_zero_and_zeroes_its_weight(device, compiled):
+    bound_mask, layer = bounded_layer([0.5], device, compiled, bound_step=0.375, count_threshold=1)
     assert drive(bound_mask, layer, [[0.25], [0.0625], [0.0], [0.125]]) == [
         ([0.125], [0], [0], [0.125]),
         ([0.0], [0], [0], [0.0]),  # 0.125 - 0.375 < 0: M = 0, so w = 0
@@ -112,16 +126,16 @@ def test_bound_stops_at_zero_and_zeroes_its_weight(device):
     ]
 
 
-def test_bound_brought_to_zero_is_exactly_zero(device):
+def test_bound_brought_to_zero_is_exactly_zero(device, compiled):
     # in float32, 0.3 - 0.1 - 0.1 - 0.1 = 1.5e-8, not 0
-    bound_mask, layer = bounded_layer([0.3], device, initial_bound=0.3, bound_step=0.1, count_threshold=1)
+    bound_mask, layer = bounded_layer([0.3], device, compiled, initial_bound=0.3, bound_step=0.1, count_threshold=1)
     drive(bound_mask, layer, [[0.25], [0.15], [0.05]])
     assert layer.weight_bdnn_bound.item() == 0.0
     assert layer.weight.item() == 0.0
 
 
-def test_epoch_cadence_clips_every_step_and_moves_bounds_at_epoch_end(device):
-    bound_mask, layer = bounded_layer([0.25, 0.25], device, count_threshold=1, cadence="epoch")
+def test_epoch_cadence_clips_every_step_and_moves_bounds_at_epoch_end(device, compiled):
+    bound_mask, layer = bounded_layer([0.25, 0.25], device, compiled, count_threshold=1, cadence="epoch")
     for weights in ([1.0, 0.25], [0.5, 0.125]):
         with torch.no_grad():
             layer.weight.copy_(torch.tensor([weights]))
@@ -170,6 +184,7 @@ def test_setup_again_keeps_the_state():
         "method.reset_after_update=maybe",
         "method.layers=output",
         "method.cadence=hourly",
+        "method.compile=maybe",
     ],
 )
 def test_bad_settings_are_one_line_errors(make_config, override):
@@ -231,3 +246,63 @@ def test_resumed_run_continues_as_an_uninterrupted_one(make_config, tmp_path):
     assert trainer.callback_metrics["bdnn/zero_bounds"] == stats["zero_bounds"]
     weight, bound = model.net[0].weight, model.net[0].weight_bdnn_bound
     assert bool((weight.abs() <= bound).all())
+
+
+@NEEDS_COMPILER
+@pytest.mark.parametrize("reading", [{}, {"counting": "consecutive"}, {"reset_after_update": False},
+                                     {"cadence": "epoch"}], ids=["defaults", "consecutive", "no_reset", "epoch"])
+def test_the_compiled_time_step_gives_the_eager_numbers_bit_for_bit_in_one_graph(reading):
+    """Weights that shrink and jitter at every step, on two layers of other shapes: bounds grow and shrink."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    layers, methods = {}, {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        layers[compiled] = [nn.Linear(30, 20, bias=False), nn.Linear(20, 10, bias=False)]
+        methods[compiled] = BDNNDsd(initial_bound=0.1, bound_step=0.05, count_threshold=2, compile=compiled, **reading)
+        methods[compiled].attach([(layer, "weight") for layer in layers[compiled]])
+    noise = torch.Generator().manual_seed(1)
+    for step in range(40):
+        jitters = [0.05 * torch.randn(layer.weight.shape, generator=noise) for layer in layers[False]]
+        for compiled, method in methods.items():
+            with torch.no_grad():
+                for layer, jitter in zip(layers[compiled], jitters, strict=True):
+                    layer.weight.mul_(0.8).add_(jitter)
+            method.after_step(method.weights)
+            if reading.get("cadence") == "epoch" and step % 5 == 4:
+                method.update()
+        assert int(methods[True].clipped) == int(methods[False].clipped) > 0
+        methods[True].clipped = methods[False].clipped = 0
+    for eager, compiled in zip(layers[False], layers[True], strict=True):
+        for name, tensor in eager.state_dict().items():
+            assert torch.equal(tensor, compiled.state_dict()[name]), name
+    bounds = torch.cat([layer.weight_bdnn_bound.flatten() for layer in layers[False]])
+    assert (bounds < 0.1).any() and (bounds > 0.1).any()  # bounds both shrank and grew
+    assert (bounds == 0).any() or reading.get("cadence") == "epoch"  # and reach 0 (8 time steps: not there)
+    counters = torch._dynamo.utils.counters
+    assert not counters["graph_break"] and counters["stats"]["unique_graphs"] >= 1
+
+
+@NEEDS_COMPILER
+def test_a_run_with_method_compile_is_the_run_without_it(run, make_config, tmp_path, monkeypatch):
+    torch._dynamo.reset()
+    eager = run(*FAST, run_dir=tmp_path / "eager")
+    compiled = run(*FAST, "method.compile=true", run_dir=tmp_path / "compiled")
+    assert_same_run(compiled, eager, tmp_path / "compiled", tmp_path / "eager")
+    assert eager["method_stats"]["clipped_total"] > 0 and eager["method_stats"]["zero_bounds"] > 0
+    # no part of the run's identity: the eager run's folder holds this run, complete
+    assert run_settings(make_config(*FAST, "method.compile=true")) == run_settings(make_config(*FAST))
+    monkeypatch.setattr(devnets.train, "make_trainer", None)  # any attempt to train would fail
+    assert run(*FAST, "method.compile=true", run_dir=tmp_path / "eager") == eager
+
+
+def test_compile_without_a_cpp_compiler_is_a_one_line_error(monkeypatch):
+    cpp_builder = pytest.importorskip("torch._inductor.cpp_builder")
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("no-such-c++-compiler",))
+    cpp_builder.cpp_compiler_search.cache_clear()  # it remembers the compiler it found
+    try:
+        with pytest.raises(InvalidSetting, match=r"^compile=True is not allowed: false here: torch\.compile cannot run "
+                                                 r"\(no C\+\+ compiler for its CPU kernels: "):
+            BDNNDsd(compile=True)
+    finally:
+        cpp_builder.cpp_compiler_search.cache_clear()

@@ -12,6 +12,8 @@ needed), it times
 4. the devnets pipeline, through the Trainer that ``devnets.train`` builds, for every method (at the
    config's ``model.steps_per_batch``), and ``baseline`` at ``model.steps_per_batch=1`` (one optimiser
    step per Lightning batch, as before that setting),
+5. with ``--compile``, BDNN-dsd with ``compile=True`` (its time step as one compiled kernel per weight
+   shape) in the plain loop and the pipeline, the compiling done in the warm-up epochs,
 and prints ms per epoch (the median over the epochs after each warm-up, in rounds that interleave
 the settings), GFLOP/s, the ratio to the plain loop and the process's peak memory so far.
 """
@@ -84,17 +86,18 @@ def mlp(hidden: int, inputs: int = 784, dropout: float = 0.0) -> torch.nn.Sequen
 
 
 def plain_loop(
-    n_train: int, hidden: int, epochs: int, inputs: int = 784, method: str | None = None, dropout: float = 0.0
+    n_train: int, hidden: int, epochs: int, inputs: int = 784, method: str | None = None, dropout: float = 0.0,
+    **settings,
 ) -> list[float]:
     """Seconds per epoch of a hand-written loop doing the pipeline's work; with ``method`` (``bdnn_dsd`` or
-    ``bsp``), that method's tensor core at its defaults on every weight, one step of it per optimiser step;
-    with ``dropout`` > 0, dropout at that rate on the hidden layer."""
+    ``bsp``), that method's tensor core at its defaults (but ``settings``) on every weight, one step of it per
+    optimiser step; with ``dropout`` > 0, dropout at that rate on the hidden layer."""
     model = mlp(hidden, inputs, dropout)
     train_x, train_y = synthetic(n_train, 1, inputs)
     test_x, test_y = synthetic(N_TEST, 2, inputs)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     if method is not None:
-        core = PLAIN_LOOP_CORES[method]()
+        core = PLAIN_LOOP_CORES[method](**settings)
         sizes = {"n_neurons": hidden, "n_samples": n_train} if method == "bsp" else {}
         core.attach(select_weights(model), **sizes)
         core.hook(optimizer)
@@ -187,12 +190,13 @@ def config(method: str, n_train: int, hidden: int, epochs: int, inputs: int = 78
 
 
 def pipeline(
-    method: str, n_train: int, hidden: int, epochs: int, inputs: int = 784, steps_per_batch: int | None = None
+    method: str, n_train: int, hidden: int, epochs: int, inputs: int = 784, steps_per_batch: int | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> list[float]:
     """Seconds per epoch of devnets' own Trainer, data module and callbacks on synthetic data; at the
-    config's ``model.steps_per_batch`` unless given."""
+    config's ``model.steps_per_batch`` unless given, with the config ``overrides`` given."""
     steps = [] if steps_per_batch is None else [f"model.steps_per_batch={steps_per_batch}"]
-    cfg = config(method, n_train, hidden, epochs, inputs, steps)
+    cfg = config(method, n_train, hidden, epochs, inputs, [*steps, *overrides])
     data, model, callbacks = build(cfg)
     data.train_x, data.train_y = synthetic(n_train, 1, inputs)
     data.test_x, data.test_y = synthetic(N_TEST, 2, inputs)
@@ -211,9 +215,9 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(shapes, methods, epochs: int, warmup: int, rounds: int = 3) -> list[dict]:
+def measure(shapes, methods, epochs: int, warmup: int, rounds: int = 3, compile: bool = False) -> list[dict]:
     """One row per setting and shape ``(n_train, hidden, inputs)``: the median epoch over ``rounds``
-    interleaved rounds of every setting.
+    interleaved rounds of every setting (with ``compile``, BDNN-dsd's compiled time step too).
 
     Each round runs each setting for ``warmup`` + ``epochs`` epochs and keeps the last ``epochs``;
     interleaving spreads every setting over the whole measurement, so a slow spell on a shared machine
@@ -223,13 +227,18 @@ def measure(shapes, methods, epochs: int, warmup: int, rounds: int = 3) -> list[
     for n_train, hidden, inputs in shapes:
         shape = (n_train, hidden, warmup + epochs, inputs)
         dropout = {"plain loop, dropout": partial(plain_loop, *shape, dropout=config("dropout", *shape).method.p)}
+        compiled = compile and "bdnn_dsd" in methods
         loops = {
             "plain loop": partial(plain_loop, *shape),
             **(dropout if "dropout" in methods else {}),
             **{f"plain loop, {method}": partial(plain_loop, *shape, method=method)
                for method in methods if method in PLAIN_LOOP_CORES},
+            **({"plain loop, bdnn_dsd, compile=true": partial(plain_loop, *shape, method="bdnn_dsd", compile=True)}
+               if compiled else {}),
             "lightning loop": partial(lightning_loop, *shape),
             **{method: partial(pipeline, method, *shape) for method in methods},
+            **({"bdnn_dsd, compile=true": partial(pipeline, "bdnn_dsd", *shape, overrides=("method.compile=true",))}
+               if compiled else {}),
             "baseline, steps_per_batch=1": partial(pipeline, "baseline", *shape, steps_per_batch=1),
         }
         samples: dict[str, list[float]] = {setting: [] for setting in loops}
@@ -277,13 +286,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up epochs per round (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time bdnn_dsd with method.compile=true, in the plain loop and the pipeline")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        rows = measure(args.shapes or SHAPES[:2], args.methods, epochs=5, warmup=2)
+        rows = measure(args.shapes or SHAPES[:2], args.methods, epochs=5, warmup=2, compile=args.compile)
     else:
-        rows = measure(args.shapes or SHAPES, args.methods, args.epochs, args.warmup, args.rounds)
+        rows = measure(args.shapes or SHAPES, args.methods, args.epochs, args.warmup, args.rounds, args.compile)
     print(markdown(rows))
     if args.json == Path("-"):
         print(json.dumps(rows, indent=1))

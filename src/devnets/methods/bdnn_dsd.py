@@ -10,6 +10,11 @@ time step). Bounds and magnitudes have the weight's dtype; the counts, whole num
 least float32. Conditions are float masks (1.0 where they hold): on the CPU, PyTorch's float kernels
 run several times faster than its bool ones.
 
+A time step is about ten elementwise passes over each weight, memory-bound. With ``compile=True`` it runs
+as one ``torch.compile``d kernel per weight shape instead, with the same numbers bit for bit (every pass is
+exact or rounds once, the same way; the eager path's shortcuts, which skip passes whose result is known, are
+left out of the graph). That pays from a few hundred steps on: compiling takes seconds per weight shape.
+
 In a plain PyTorch loop::
 
     bounds = BDNNDsd(initial_bound=0.45, bound_step=0.06, count_threshold=10)
@@ -24,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from devnets.errors import is_number, is_whole, require
-from devnets.methods.weights import EXACT_FLOAT_COUNT, Weight, WeightMethod, counting_dtype, parameter
+from devnets.methods.weights import EXACT_FLOAT_COUNT, Weight, WeightMethod, compiler_missing, counting_dtype, parameter
 
 COUNTINGS = ("cumulative", "consecutive")
 CADENCES = ("batch", "epoch")
@@ -45,6 +50,8 @@ class BDNNDsd(WeightMethod):
         reset_after_update: reset a count when its bound moves (Algorithm 1) or keep it (step 2).
         cadence: ``batch`` (Algorithm 1: t counts optimiser steps) or ``epoch`` (t counts epochs:
             call :meth:`update` after each; the weights are still clipped after every step).
+        compile: run each time step as one ``torch.compile``d kernel per weight (the same numbers, faster
+            on large weights once compiled; needs what ``torch.compile`` needs, a C++ compiler on the CPU).
     """
 
     count_buffers = ("bdnn_exceed_count", "bdnn_decay_count", "bdnn_exceeded")
@@ -57,6 +64,7 @@ class BDNNDsd(WeightMethod):
         counting: str = "cumulative",
         reset_after_update: bool = True,
         cadence: str = "batch",
+        compile: bool = False,
     ):
         super().__init__()
         require(
@@ -72,8 +80,14 @@ class BDNNDsd(WeightMethod):
             isinstance(reset_after_update, bool), "reset_after_update", reset_after_update, "true or false"
         )
         require(cadence in CADENCES, "cadence", cadence, f"one of {list(CADENCES)}")
+        require(isinstance(compile, bool), "compile", compile, "true or false")
+        missing = compiler_missing() if compile else None
+        require(missing is None, "compile", compile, f"false here: torch.compile cannot run ({missing})")
         self.initial_bound, self.bound_step, self.count_threshold = initial_bound, bound_step, count_threshold
         self.counting, self.reset_after_update, self.cadence = counting, reset_after_update, cadence
+        self.compile = compile
+        # Algorithm 1's time step on a weight's tensors; with compile, one kernel per weight shape and dtype.
+        self._time_step = torch.compile(self.time_step) if compile else self.time_step
         # Weights clipped since this was last set to 0 (an int on the CPU, else a float64 tensor).
         self.clipped: torch.Tensor | int = 0
         # The weights whose bounds a time step has rounded (below ROUNDING·R_d to 0): later steps round
@@ -114,8 +128,11 @@ class BDNNDsd(WeightMethod):
     def move(self, bound: torch.Tensor, counter: torch.Tensor, by: float, reached: torch.Tensor) -> bool:
         """M = M + by where the count reached T_num, and (Algorithm 1) Num = 0 there; ``reached`` is a work
         tensor shaped as the count. Returns False when no count reached T_num, which on the CPU is checked
-        first (one reduction instead of three passes)."""
-        if counter.device.type == "cpu" and (counter.numel() == 0 or float(counter.amax()) < self.count_threshold):
+        first (one reduction instead of three passes; not in a compiled graph, which has no branches on values)."""
+        if (
+            counter.device.type == "cpu" and not torch.compiler.is_compiling()
+            and (counter.numel() == 0 or float(counter.amax()) < self.count_threshold)
+        ):
             return False
         torch.ge(counter, self.count_threshold, out=reached)
         bound.add_(reached, alpha=by)
@@ -123,19 +140,22 @@ class BDNNDsd(WeightMethod):
             counter.addcmul_(counter, reached, value=-1)
         return True
 
-    def limit(self, weight, bound, magnitude, outside, clipped_magnitude) -> None:
+    def limit(self, weight, bound, magnitude, outside, clipped_magnitude) -> torch.Tensor | int:
         """Eq. 3.3: w = M where w > M, -M where w < -M, written as w = sign(w)·min(|w|, M), which also
         leaves |w| after the clip in ``clipped_magnitude``. ``magnitude`` is |w| before the clip and
-        ``outside`` is 1.0 where it exceeds M, 0.0 elsewhere."""
-        if outside.device.type == "cpu" and outside.numel() < EXACT_FLOAT_COUNT:
+        ``outside`` is 1.0 where it exceeds M, 0.0 elsewhere. Returns how many weights were clipped."""
+        if outside.device.type == "cpu" and outside.numel() < EXACT_FLOAT_COUNT and not torch.compiler.is_compiling():
             clipped = int(outside.sum())  # a float32 sum of 0s and 1s, exact below 2^24 terms
-            self.clipped += clipped
-        else:  # no sync with the device; a float64 sum
-            clipped = None
-            self.clipped += outside.sum(dtype=torch.float64)
+        else:  # no sync with the device, no branch in a compiled graph; a float64 sum
+            clipped = outside.sum(dtype=torch.float64)
         torch.minimum(magnitude, bound, out=clipped_magnitude)
-        if clipped != 0:  # else |w| ≤ M everywhere, and sign(w)·|w| is w
+        if not isinstance(clipped, int) or clipped != 0:  # else |w| ≤ M everywhere, and sign(w)·|w| is w
             torch.copysign(clipped_magnitude, weight, out=weight)
+        return clipped
+
+    def work(self, what: str, like: torch.Tensor) -> torch.Tensor:
+        """A work tensor shaped and typed as ``like``, shared by the weights of that shape (a step is done with it)."""
+        return self.scratch((what, like.shape, like.dtype), like)
 
     @torch.no_grad()
     def clip(self, weights: list[Weight] | None = None) -> None:
@@ -143,23 +163,29 @@ class BDNNDsd(WeightMethod):
         for module, name in self.weights if weights is None else weights:
             weight, bound = parameter(module, name), self.state(module, name, "bdnn_bound")
             exceeded = self.state(module, name, "bdnn_exceeded")
-            magnitude = torch.abs(weight, out=self.scratch((id(module), name, "magnitude"), weight))
-            outside = torch.gt(magnitude, bound, out=self.scratch((id(module), name, "outside"), exceeded))
-            self.limit(weight, bound, magnitude, outside, magnitude)
+            magnitude = torch.abs(weight, out=self.work("magnitude", weight))
+            outside = torch.gt(magnitude, bound, out=self.work("outside", exceeded))
+            self.clipped += self.limit(weight, bound, magnitude, outside, magnitude)
             torch.maximum(exceeded, outside, out=exceeded)
 
-    def update_weight(self, module: nn.Module, name: str) -> None:
-        weight, bound = parameter(module, name), self.state(module, name, "bdnn_bound")
-        previous = self.state(module, name, "bdnn_previous_magnitude")
-        exceed_count = self.state(module, name, "bdnn_exceed_count")
-        decay_count = self.state(module, name, "bdnn_decay_count")
-        magnitude = torch.abs(weight, out=self.scratch((id(module), name, "magnitude"), weight))
+    def update_weight(self, module: nn.Module, name: str) -> torch.Tensor | int:
+        """One time step of Algorithm 1 on one weight; returns how many weights it clipped."""
+        state = [self.state(module, name, f"bdnn_{what}") for what in ("bound", "previous_magnitude",
+                                                                       "exceed_count", "decay_count")]
+        seen = self.state(module, name, "bdnn_exceeded") if self.cadence == "epoch" else None
+        first = (id(module), name) not in self._rounded
+        self._rounded.add((id(module), name))
+        return self._time_step(parameter(module, name), *state, seen, round_bounds=first)
+
+    def time_step(self, weight, bound, previous, exceed_count, decay_count, seen, round_bounds: bool):
+        """Algorithm 1's time step t on one weight's tensors (``seen``: its ``weight_bdnn_exceeded`` with
+        cadence ``epoch``, else None); ``round_bounds`` rounds the bounds even if none moves."""
+        magnitude = torch.abs(weight, out=self.work("magnitude", weight))
         # work tensor of 0/1 events, reused below
-        event = self.scratch((id(module), name, "event"), exceed_count)
+        event = self.work("event", exceed_count)
         # if w > M or w < -M then Num+ = Num+ + 1 (with cadence epoch: at any step since the last t)
-        outside = torch.gt(magnitude, bound, out=self.scratch((id(module), name, "outside"), exceed_count))
-        if self.cadence == "epoch":
-            seen = self.state(module, name, "bdnn_exceeded")
+        outside = torch.gt(magnitude, bound, out=self.work("outside", exceed_count))
+        if seen is not None:
             self.count(exceed_count, torch.maximum(outside, seen, out=seen))
             seen.zero_()
         else:
@@ -169,16 +195,15 @@ class BDNNDsd(WeightMethod):
         # if Num+ ≥ T_num then M = M + R_d; Num+ = 0. If Num- ≥ T_num then M = M - R_d; Num- = 0
         grown = self.move(bound, exceed_count, self.bound_step, reached=event)
         shrunk = self.move(bound, decay_count, -self.bound_step, reached=event)
-        if grown or shrunk or (id(module), name) not in self._rounded:
+        if grown or shrunk or round_bounds:
             # -M ≤ w ≤ M is empty for M < 0: M stops at 0
             F.threshold(bound, ROUNDING * self.bound_step, 0.0, inplace=True)
             torch.gt(magnitude, bound, out=outside)
-            self._rounded.add((id(module), name))
         # limit the weight to the bound mask (eq. 3.3); |w| after clipping is the next step's |w(t-1)|
-        self.limit(weight, bound, magnitude, outside, clipped_magnitude=previous)
+        return self.limit(weight, bound, magnitude, outside, clipped_magnitude=previous)
 
     @torch.no_grad()
     def update(self, weights: list[Weight] | None = None) -> None:
         """One time step t of Algorithm 1, after backpropagation (eq. 3.2), on each weight."""
         for module, name in self.weights if weights is None else weights:
-            self.update_weight(module, name)
+            self.clipped += self.update_weight(module, name)

@@ -143,6 +143,19 @@ def count_ones(zero_one: torch.Tensor) -> int:
     return int(torch.count_nonzero(zero_one))
 
 
+def compiler_missing() -> str | None:
+    """Why ``torch.compile`` cannot build CPU kernels here (its C++ compiler is not found), or None."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # another torch: let torch.compile itself report what it lacks
+        return None
+    try:
+        get_cpp_compiler()
+    except Exception as error:  # torch's own InvalidCxxCompiler, or an OS error running the compiler
+        return f"no C++ compiler for its CPU kernels: {str(error).strip().splitlines()[0]}"
+    return None
+
+
 class WeightMethod:
     """What both methods share: the weights they act on, their buffers, and the optimiser hooks."""
 
@@ -195,6 +208,8 @@ class WeightMethod:
         ``like`` unless ``shape`` or ``dtype`` are given, on its device. On the CPU a fresh tensor of a large
         weight's size costs more than the pass that fills it (its pages are faulted in anew)."""
         shape, dtype = like.shape if shape is None else torch.Size(shape), like.dtype if dtype is None else dtype
+        if torch.compiler.is_compiling():  # in a compiled graph, a buffer the compiler fuses away
+            return torch.empty(shape, dtype=dtype, device=like.device)
         tensor = self._scratch.get(key)
         if (
             tensor is None or tensor.shape != shape or tensor.dtype != dtype or tensor.device != like.device
