@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import devnets.train
+from conftest import Crash
 from devnets.callbacks.bound_mask import BoundMask
 from devnets.errors import InvalidSetting
 from devnets.methods.bdnn_dsd import BDNNDsd
@@ -284,16 +285,24 @@ def test_the_compiled_time_step_gives_the_eager_numbers_bit_for_bit_in_one_graph
 
 
 @NEEDS_COMPILER
-def test_a_run_with_method_compile_is_the_run_without_it(run, make_config, tmp_path, monkeypatch):
+def test_a_run_with_method_compile_is_the_run_without_it(run, make_config, stop_at, tmp_path, monkeypatch):
     torch._dynamo.reset()
-    eager = run(*FAST, run_dir=tmp_path / "eager")
-    compiled = run(*FAST, "method.compile=true", run_dir=tmp_path / "compiled")
+    settings = (*FAST, "trainer.max_epochs=3", "checkpoint_every_n_epochs=1")
+    eager = run(*settings, run_dir=tmp_path / "eager")
+    compiled = run(*settings, "method.compile=true", run_dir=tmp_path / "compiled")
     assert_same_run(compiled, eager, tmp_path / "compiled", tmp_path / "eager")
     assert eager["method_stats"]["clipped_total"] > 0 and eager["method_stats"]["zero_bounds"] > 0
-    # no part of the run's identity: the eager run's folder holds this run, complete
-    assert run_settings(make_config(*FAST, "method.compile=true")) == run_settings(make_config(*FAST))
+    # no part of the run's identity: a run stopped eager resumes compiled to the same result ...
+    lift = stop_at(2)
+    with pytest.raises(Crash):
+        run(*settings, run_dir=tmp_path / "cut")
+    lift()
+    resumed = run(*settings, "method.compile=true", run_dir=tmp_path / "cut")
+    assert_same_run(resumed, eager, tmp_path / "cut", tmp_path / "eager")
+    # ... and the eager run's folder holds this run, complete
+    assert run_settings(make_config(*settings, "method.compile=true")) == run_settings(make_config(*settings))
     monkeypatch.setattr(devnets.train, "make_trainer", None)  # any attempt to train would fail
-    assert run(*FAST, "method.compile=true", run_dir=tmp_path / "eager") == eager
+    assert run(*settings, "method.compile=true", run_dir=tmp_path / "eager") == eager
 
 
 def test_compile_without_a_cpp_compiler_is_a_one_line_error(monkeypatch):
