@@ -85,10 +85,9 @@ class BDNNDsd(WeightMethod):
         require(missing is None, "compile", compile, f"false here: torch.compile cannot run ({missing})")
         self.initial_bound, self.bound_step, self.count_threshold = initial_bound, bound_step, count_threshold
         self.counting, self.reset_after_update, self.cadence = counting, reset_after_update, cadence
-        self.compile = compile
         # Algorithm 1's time step on a weight's tensors; with compile, one kernel per weight shape and dtype.
         self._time_step = torch.compile(self.time_step) if compile else self.time_step
-        # Weights clipped since this was last set to 0 (an int on the CPU, else a float64 tensor).
+        # Weights clipped since this was last set to 0 (an int on the CPU, else, or compiled, a float64 tensor).
         self.clipped: torch.Tensor | int = 0
         # The weights whose bounds a time step has rounded (below ROUNDING·R_d to 0): later steps round
         # only where a bound has moved.
@@ -174,7 +173,8 @@ class BDNNDsd(WeightMethod):
                                                                        "exceed_count", "decay_count")]
         seen = self.state(module, name, "bdnn_exceeded") if self.cadence == "epoch" else None
         first = (id(module), name) not in self._rounded
-        self._rounded.add((id(module), name))
+        if first:
+            self._rounded.add((id(module), name))
         return self._time_step(parameter(module, name), *state, seen, round_bounds=first)
 
     def time_step(self, weight, bound, previous, exceed_count, decay_count, seen, round_bounds: bool):
