@@ -23,13 +23,11 @@ from omegaconf import DictConfig, open_dict
 from torchvision import datasets
 
 import devnets.train
-from devnets.methods.weights import compiler_missing
 from devnets.train import CONF_DIR, train
 
 N_TRAIN, N_TEST = 300, 100
 
 NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: torch.cuda.is_available() is False")
-NEEDS_COMPILER = pytest.mark.skipif(compiler_missing() is not None, reason=f"torch.compile: {compiler_missing()}")
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, NO_CUDA])])
@@ -39,13 +37,6 @@ def device(request) -> torch.device:
     paths (``device.type == "cpu"``): on the GPU the other branches run. Lightning takes ``device.type``
     as its accelerator."""
     return torch.device(request.param)
-
-
-@pytest.fixture(params=[False, pytest.param(True, marks=NEEDS_COMPILER)], ids=["eager", "compiled"])
-def compiled(request) -> bool:
-    """A method's passes over the weights as they run by default, and compiled (``compile=True``)."""
-    torch._dynamo.reset()  # dynamo stops compiling a function after 8 graphs: each test starts afresh
-    return request.param
 
 
 def synthetic_images(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,10 +11,23 @@ import pytest
 import torch
 from torch import nn
 
+import devnets.train
+from conftest import Crash
 from devnets.callbacks.bound_mask import BoundMask
 from devnets.errors import InvalidSetting
 from devnets.methods.bdnn_dsd import BDNNDsd
-from devnets.train import build, make_trainer
+from devnets.methods.weights import compiler_missing
+from devnets.train import build, make_trainer, run_settings
+from test_reliability import assert_same_run
+
+NEEDS_COMPILER = pytest.mark.skipif(compiler_missing() is not None, reason=f"torch.compile: {compiler_missing()}")
+
+
+@pytest.fixture(params=[False, pytest.param(True, marks=NEEDS_COMPILER)], ids=["eager", "compiled"])
+def compiled(request) -> bool:
+    """BDNN-dsd's time step as it runs by default, and compiled (``compile=True``)."""
+    torch._dynamo.reset()  # dynamo stops compiling a function after 8 graphs: each test starts afresh
+    return request.param
 
 
 def bounded_layer(initial_weights, device="cpu", compiled=False, **settings):
@@ -234,3 +247,71 @@ def test_resumed_run_continues_as_an_uninterrupted_one(make_config, tmp_path):
     assert trainer.callback_metrics["bdnn/zero_bounds"] == stats["zero_bounds"]
     weight, bound = model.net[0].weight, model.net[0].weight_bdnn_bound
     assert bool((weight.abs() <= bound).all())
+
+
+@NEEDS_COMPILER
+@pytest.mark.parametrize("reading", [{}, {"counting": "consecutive"}, {"reset_after_update": False},
+                                     {"cadence": "epoch"}], ids=["defaults", "consecutive", "no_reset", "epoch"])
+def test_the_compiled_time_step_gives_the_eager_numbers_bit_for_bit_in_one_graph(reading):
+    """Weights that shrink and jitter at every step, on two layers of other shapes: bounds grow and shrink."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    layers, methods = {}, {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        layers[compiled] = [nn.Linear(30, 20, bias=False), nn.Linear(20, 10, bias=False)]
+        methods[compiled] = BDNNDsd(initial_bound=0.1, bound_step=0.05, count_threshold=2, compile=compiled, **reading)
+        methods[compiled].attach([(layer, "weight") for layer in layers[compiled]])
+    noise = torch.Generator().manual_seed(1)
+    for step in range(40):
+        jitters = [0.05 * torch.randn(layer.weight.shape, generator=noise) for layer in layers[False]]
+        for compiled, method in methods.items():
+            with torch.no_grad():
+                for layer, jitter in zip(layers[compiled], jitters, strict=True):
+                    layer.weight.mul_(0.8).add_(jitter)
+            method.after_step(method.weights)
+            if reading.get("cadence") == "epoch" and step % 5 == 4:
+                method.update()
+        assert int(methods[True].clipped) == int(methods[False].clipped) > 0
+        methods[True].clipped = methods[False].clipped = 0
+    for eager, compiled in zip(layers[False], layers[True], strict=True):
+        for name, tensor in eager.state_dict().items():
+            assert torch.equal(tensor, compiled.state_dict()[name]), name
+    bounds = torch.cat([layer.weight_bdnn_bound.flatten() for layer in layers[False]])
+    assert (bounds < 0.1).any() and (bounds > 0.1).any()  # bounds both shrank and grew
+    assert (bounds == 0).any() or reading.get("cadence") == "epoch"  # and reach 0 (8 time steps: not there)
+    counters = torch._dynamo.utils.counters
+    assert not counters["graph_break"] and counters["stats"]["unique_graphs"] >= 1
+
+
+@NEEDS_COMPILER
+def test_a_run_with_method_compile_is_the_run_without_it(run, make_config, stop_at, tmp_path, monkeypatch):
+    torch._dynamo.reset()
+    settings = (*FAST, "trainer.max_epochs=3", "checkpoint_every_n_epochs=1")
+    eager = run(*settings, run_dir=tmp_path / "eager")
+    compiled = run(*settings, "method.compile=true", run_dir=tmp_path / "compiled")
+    assert_same_run(compiled, eager, tmp_path / "compiled", tmp_path / "eager")
+    assert eager["method_stats"]["clipped_total"] > 0 and eager["method_stats"]["zero_bounds"] > 0
+    # no part of the run's identity: a run stopped eager resumes compiled to the same result ...
+    lift = stop_at(2)
+    with pytest.raises(Crash):
+        run(*settings, run_dir=tmp_path / "cut")
+    lift()
+    resumed = run(*settings, "method.compile=true", run_dir=tmp_path / "cut")
+    assert_same_run(resumed, eager, tmp_path / "cut", tmp_path / "eager")
+    # ... and the eager run's folder holds this run, complete
+    assert run_settings(make_config(*settings, "method.compile=true")) == run_settings(make_config(*settings))
+    monkeypatch.setattr(devnets.train, "make_trainer", None)  # any attempt to train would fail
+    assert run(*settings, "method.compile=true", run_dir=tmp_path / "eager") == eager
+
+
+def test_compile_without_a_cpp_compiler_is_a_one_line_error(monkeypatch):
+    cpp_builder = pytest.importorskip("torch._inductor.cpp_builder")
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("no-such-c++-compiler",))
+    cpp_builder.cpp_compiler_search.cache_clear()  # it remembers the compiler it found
+    try:
+        with pytest.raises(InvalidSetting, match=r"^compile=True is not allowed: false here: torch\.compile cannot run "
+                                                 r"\(no C\+\+ compiler for its CPU kernels: "):
+            BDNNDsd(compile=True)
+    finally:
+        cpp_builder.cpp_compiler_search.cache_clear()

@@ -9,14 +9,7 @@ from torch import nn
 
 from devnets.callbacks.synaptic_pruning import SynapticPruning
 from devnets.errors import InvalidSetting
-from devnets.methods.bsp import (
-    candidate_cut,
-    count_candidates,
-    count_threshold,
-    prune,
-    pruning_rate,
-    remaining_magnitude,
-)
+from devnets.methods.bsp import count_and_prune, count_threshold, pruning_rate, remaining_magnitude, smallest
 from devnets.train import build, make_trainer, run_record
 
 ALPHA, BETA, MU, A, B = 0.048, 50, 146, 1244, 60_000
@@ -48,55 +41,36 @@ def test_the_quoted_values():
         pruning_rate(100, 1200, rate_form="printed")
 
 
-def candidates(magnitude, n, **selection):
-    """The 0/1 marks of step 6 on a copy of ``magnitude``: at most the cut of candidate_cut."""
-    work = magnitude.clone()
-    return (work <= candidate_cut(work, n, **selection)).int().tolist()
-
-
-def test_the_cut_marks_exactly_n_and_breaks_ties_by_lowest_index(device):
+def test_smallest_marks_exactly_n_and_breaks_ties_by_lowest_index(device):
     magnitude = torch.tensor([0.3, 0.1, 0.2, 0.1, 0.5, 0.1], device=device)
-    assert candidates(magnitude, 2) == [0, 1, 0, 1, 0, 0]  # three tied at the cut: the first two
-    assert candidates(magnitude, 3) == [0, 1, 0, 1, 0, 1]
-    assert candidates(magnitude, 4) == [0, 1, 1, 1, 0, 1]
-    assert candidates(magnitude, 0) == [0] * 6  # N_c < 1: no candidate
-    assert candidates(torch.full((5,), 0.7, device=device), 2) == [1, 1, 0, 0, 0]
-    tied = magnitude.clone()
-    assert candidate_cut(tied, 2) == pytest.approx(0.1)
-    assert tied.tolist() == pytest.approx([0.3, 0.1, 0.2, 0.1, 0.5, math.inf])  # the third 0.1 moved out of reach
+    assert smallest(magnitude, 2).tolist() == [0, 1, 0, 1, 0, 0]  # three tied at the cut: the first two
+    assert smallest(magnitude, 3).tolist() == [0, 1, 0, 1, 0, 1]
+    assert smallest(magnitude, 4).tolist() == [0, 1, 1, 1, 0, 1]
+    assert smallest(magnitude, 0).tolist() == [0] * 6  # N_c < 1: no candidate
+    assert smallest(torch.full((5,), 0.7, device=device), 2).tolist() == [1, 1, 0, 0, 0]
 
 
-def test_the_cut_is_the_same_from_a_work_tensor_and_from_any_guess(device):
-    """BSP's iterations select in a reused ``work`` tensor, among the |w| at most a guess when enough are."""
-    work = torch.full((6,), 9.0, device=device)
+def test_smallest_in_work_tensors_marks_the_same_and_leaves_magnitude_as_it_was(device):
+    """BSP's iterations reuse ``out`` and ``work`` from one to the next: ties, n < 1 and a second input alike."""
+    out, work = torch.full((6,), 9.0, device=device), torch.full((6,), 9.0, device=device)
     first = torch.tensor([0.3, 0.1, 0.2, 0.1, 0.5, 0.1], device=device)
     second = torch.tensor([0.4, 0.0, 0.4, 0.2, 0.0, 0.4], device=device)
     for magnitude in (first, second):
+        before = magnitude.clone()
         for n in (0, 1, 2, 3, 4, 6):
-            expected = candidates(magnitude, n)
-            assert candidates(magnitude, n, work=work) == expected, (magnitude.tolist(), n)
-            for guess in (0.0, 0.1, 0.25, 0.4, 1.0):  # too low (a full selection), at the cut, above it
-                assert candidates(magnitude, n, work=work, guess=guess) == expected, (magnitude.tolist(), n, guess)
-    assert candidates(second, 3) == [0, 1, 0, 1, 1, 0]  # a 0.4 tie would be 4th
+            expected = smallest(magnitude, n).tolist()
+            assert smallest(magnitude, n, out=out, work=work) is out
+            assert out.tolist() == expected, (magnitude.tolist(), n)
+        assert torch.equal(magnitude, before)
+    assert smallest(second, 3, out=out, work=work).tolist() == [0, 1, 0, 1, 1, 0]  # a 0.4 tie would be 4th
 
 
 def test_pruned_synapses_are_never_candidates(device):
     weight = torch.tensor([[0.0, -0.4, 0.2], [0.9, 0.0, -0.1]], device=device)
     mask = torch.tensor([[0.0, 1, 1], [1, 0, 1]], device=device)
-    magnitude = remaining_magnitude(weight, mask)
-    assert magnitude.tolist() == pytest.approx([torch.finfo().max, 0.4, 0.2, 0.9, torch.finfo().max, 0.1])
-    assert candidates(magnitude, 2) == [0, 0, 1, 0, 0, 1]
-    assert candidates(magnitude, 4) == [0, 1, 1, 1, 0, 1]
-
-
-def count_and_prune(count, mask, weights, n, threshold):
-    """Steps 6-10 on one weight: returns whether step 9 found a count above p_c (and step 10 pruned)."""
-    magnitude = remaining_magnitude(torch.tensor(weights, device=count.device), mask)
-    cut = torch.tensor(candidate_cut(magnitude, n), device=count.device)
-    if float(count_candidates(count, magnitude, cut)) <= threshold:
-        return False
-    prune(count, mask, threshold)
-    return True
+    magnitude = remaining_magnitude(weight, mask).view(-1)
+    assert smallest(magnitude, 2).tolist() == [0, 0, 1, 0, 0, 1]
+    assert smallest(magnitude, 4).tolist() == [0, 1, 1, 1, 0, 1]
 
 
 def test_counting_resets_and_prunes_on_a_hand_made_sequence(device):
@@ -110,15 +84,16 @@ def test_counting_resets_and_prunes_on_a_hand_made_sequence(device):
         ([0.9, 0.5, 0.2, 0.1], [0, 1, 0, 2], [0, 1, 0, 1]),  # the remaining two are the candidates
     ]
     for step, (weights, counts, masks) in enumerate(expected, start=1):
-        count_and_prune(count, mask, weights, 2, threshold=2.5)
+        is_candidate = smallest(remaining_magnitude(torch.tensor(weights, device=device), mask), 2)
+        count_and_prune(count, mask, is_candidate, threshold=2.5)
         assert (count.tolist(), mask.tolist()) == (counts, masks), f"iteration {step}"
 
 
 def test_pruning_fires_exactly_when_the_count_exceeds_p_c(device):
     """Figure 2: "the threshold is 3, so pruning starts on the fourth epoch"."""
-    count, mask = torch.zeros(1, device=device), torch.ones(1, device=device)
+    count, mask, always = torch.zeros(1, device=device), torch.ones(1, device=device), torch.ones(1, device=device)
     for iteration in range(1, 5):
-        assert count_and_prune(count, mask, [0.5], 1, threshold=3.0) is (iteration == 4)
+        assert count_and_prune(count, mask, always, threshold=3.0) is (iteration == 4)
         assert mask.item() == (iteration < 4)
 
 
@@ -127,10 +102,10 @@ def linear_model(in_features=2, hidden=2, out_features=None, device="cpu") -> nn
     return nn.Sequential(*layers).to(device)  # built on the CPU: the same random weights on every device
 
 
-def test_an_iteration_selects_floor_ns_pr_and_recomputes_p_c_as_n_p_grows(device, compiled):
+def test_an_iteration_selects_floor_ns_pr_and_recomputes_p_c_as_n_p_grows(device):
     """N = 4, N_neu = 2, β·N_sam/B = 1: p_r = α·ln 2 = 0.6 and p_c = 2^(4/(4−N_p)) with A = N_neu, μ = 0."""
     model = linear_model(device=device)
-    callback = SynapticPruning(alpha=0.6 / math.log(2), mu=0, threshold_scale=2, n_neurons=2, compile=compiled)
+    callback = SynapticPruning(alpha=0.6 / math.log(2), mu=0, threshold_scale=2, n_neurons=2)
     callback.attach(model, n_samples=1200)
     weight = model[0].weight
     with torch.no_grad():
@@ -158,7 +133,7 @@ def test_an_iteration_selects_floor_ns_pr_and_recomputes_p_c_as_n_p_grows(device
 
 
 @pytest.mark.parametrize("candidates", ["global", "per_layer"])
-def test_guessing_the_cut_from_the_last_iteration_never_changes_the_candidates(monkeypatch, candidates, compiled):
+def test_guessing_the_cut_from_the_last_iteration_never_changes_the_candidates(monkeypatch, candidates):
     """The selection runs among the |w| at or below the last cut × CUT_SLACK when enough are (devnets.methods.bsp):
     a slack of 0 (never enough: every selection over all weights), 1.25 and 1e30 (all of them) give the same
     counts and masks over 60 noisy iterations with ties and pruning."""
@@ -168,7 +143,7 @@ def test_guessing_the_cut_from_the_last_iteration_never_changes_the_candidates(m
         monkeypatch.setattr(bsp, "CUT_SLACK", slack)
         torch.manual_seed(0)
         model = linear_model(20, 30, 5)
-        pruning = bsp.BSP(alpha=0.1, mu=0, threshold_scale=8, candidates=candidates, compile=compiled)
+        pruning = bsp.BSP(alpha=0.1, mu=0, threshold_scale=8, candidates=candidates)
         pruning.attach([(model[0], "weight"), (model[1], "weight")], n_neurons=30, n_samples=1200)
         history = []
         for _ in range(60):
@@ -188,10 +163,10 @@ def test_guessing_the_cut_from_the_last_iteration_never_changes_the_candidates(m
                    for a, b in zip(step_a, step_b, strict=True))
 
 
-def test_per_layer_candidates_and_hidden_only(device, compiled):
+def test_per_layer_candidates_and_hidden_only(device):
     model = linear_model(4, 3, 2, device)
     per_layer = SynapticPruning(
-        alpha=0.55 / math.log(3), mu=0, threshold_scale=1e6, candidates="per_layer", n_neurons=3, compile=compiled
+        alpha=0.55 / math.log(3), mu=0, threshold_scale=1e6, candidates="per_layer", n_neurons=3
     )
     per_layer.attach(model, n_samples=1200)  # p_r = 0.55: floor(12·0.55) = 6 and floor(6·0.55) = 3 candidates
     per_layer.pruning.iterate()
@@ -223,10 +198,10 @@ def test_attaching_twice_keeps_the_masks():
     ],
     ids=["sgd-momentum-l2", "adam-l2", "adamw"],
 )
-def test_pruned_weights_stay_exactly_zero_under_any_optimizer_state(make_optimizer, device, compiled):
+def test_pruned_weights_stay_exactly_zero_under_any_optimizer_state(make_optimizer, device):
     torch.manual_seed(0)
     model = linear_model(8, 6, 3, device)
-    callback = SynapticPruning(alpha=0.3 / math.log(6), mu=0, threshold_scale=0.3, n_neurons=6, compile=compiled)
+    callback = SynapticPruning(alpha=0.3 / math.log(6), mu=0, threshold_scale=0.3, n_neurons=6)
     callback.attach(model, n_samples=1200)  # p_r = 0.3, p_c starts at 2^1·0.3/6 = 0.1: one candidacy prunes
     optimizer = make_optimizer(model.parameters())
     x, y = torch.randn(32, 8).to(device), torch.randint(0, 3, (32,)).to(device)
@@ -303,7 +278,6 @@ def test_a_resumed_run_is_identical(make_config, tmp_path):
         ("method.alpha=0.5", "method.alpha=0.5 is not allowed: a value giving p_r < 1 (eq. 1: p_r = 1.386 at"),
         ("method.mu=-146", "method.mu=-146 is not allowed: a finite number ≥ 0"),
         ("method.sample_scale=0", "method.sample_scale=0 is not allowed: a finite number > 0"),
-        ("method.compile=maybe", "method.compile='maybe' is not allowed: true or false"),
     ],
 )
 def test_bad_settings_get_one_line_errors(make_config, override, message):

@@ -12,8 +12,8 @@ needed), it times
 4. the devnets pipeline, through the Trainer that ``devnets.train`` builds, for every method (at the
    config's ``model.steps_per_batch``), and ``baseline`` at ``model.steps_per_batch=1`` (one optimiser
    step per Lightning batch, as before that setting),
-5. with ``--compile``, BDNN-dsd and BSP with ``compile=True`` (their passes over each weight as compiled
-   kernels, one per weight shape) in the plain loop and the pipeline, the compiling done in the warm-up epochs,
+5. with ``--compile``, BDNN-dsd with ``compile=True`` (its time step as one compiled kernel per weight
+   shape) in the plain loop and the pipeline, the compiling done in the warm-up epochs,
 and prints ms per epoch (the median over the epochs after each warm-up, in rounds that interleave
 the settings), GFLOP/s, the ratio to the plain loop and the process's peak memory so far.
 """
@@ -217,7 +217,7 @@ def peak_memory_mb() -> float:
 
 def measure(shapes, methods, epochs: int, warmup: int, rounds: int = 3, compile: bool = False) -> list[dict]:
     """One row per setting and shape ``(n_train, hidden, inputs)``: the median epoch over ``rounds``
-    interleaved rounds of every setting (with ``compile``, BDNN-dsd's and BSP's compiled passes too).
+    interleaved rounds of every setting (with ``compile``, BDNN-dsd's compiled time step too).
 
     Each round runs each setting for ``warmup`` + ``epochs`` epochs and keeps the last ``epochs``;
     interleaving spreads every setting over the whole measurement, so a slow spell on a shared machine
@@ -227,18 +227,18 @@ def measure(shapes, methods, epochs: int, warmup: int, rounds: int = 3, compile:
     for n_train, hidden, inputs in shapes:
         shape = (n_train, hidden, warmup + epochs, inputs)
         dropout = {"plain loop, dropout": partial(plain_loop, *shape, dropout=config("dropout", *shape).method.p)}
-        compiled = [method for method in methods if compile and method in PLAIN_LOOP_CORES]
+        compiled = compile and "bdnn_dsd" in methods
         loops = {
             "plain loop": partial(plain_loop, *shape),
             **(dropout if "dropout" in methods else {}),
             **{f"plain loop, {method}": partial(plain_loop, *shape, method=method)
                for method in methods if method in PLAIN_LOOP_CORES},
-            **{f"plain loop, {method}, compile=true": partial(plain_loop, *shape, method=method, compile=True)
-               for method in compiled},
+            **({"plain loop, bdnn_dsd, compile=true": partial(plain_loop, *shape, method="bdnn_dsd", compile=True)}
+               if compiled else {}),
             "lightning loop": partial(lightning_loop, *shape),
             **{method: partial(pipeline, method, *shape) for method in methods},
-            **{f"{method}, compile=true": partial(pipeline, method, *shape, overrides=("method.compile=true",))
-               for method in compiled},
+            **({"bdnn_dsd, compile=true": partial(pipeline, "bdnn_dsd", *shape, overrides=("method.compile=true",))}
+               if compiled else {}),
             "baseline, steps_per_batch=1": partial(pipeline, "baseline", *shape, steps_per_batch=1),
         }
         samples: dict[str, list[float]] = {setting: [] for setting in loops}
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true",
-                        help="also time bdnn_dsd and bsp with method.compile=true, in the plain loop and the pipeline")
+                        help="also time bdnn_dsd with method.compile=true, in the plain loop and the pipeline")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

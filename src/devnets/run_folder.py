@@ -31,7 +31,7 @@ NOT_SETTINGS = (
     "histogram_every_n_epochs", "data.root", "data.download", "trainer.max_epochs", "trainer.enable_progress_bar",
     "method.callbacks",  # which classes carry the method: method.name says so (older runs kept copies here)
     "model.steps_per_batch",  # every value gives the same numbers, bit for bit (devnets.model)
-    "method.compile",  # BDNN-dsd and BSP compiled give the eager numbers, bit for bit
+    "method.compile",  # BDNN-dsd's compiled time step gives the eager one's numbers, bit for bit
 )
 # Settings added after runs were recorded, with the value those runs had: a record without one is the run the
 # default gives today, so finished runs stay finished and checkpoints stay usable.

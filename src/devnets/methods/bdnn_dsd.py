@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from devnets.errors import is_number, is_whole, require
-from devnets.methods.weights import EXACT_FLOAT_COUNT, Weight, WeightMethod, counting_dtype, parameter
+from devnets.methods.weights import EXACT_FLOAT_COUNT, Weight, WeightMethod, compiler_missing, counting_dtype, parameter
 
 COUNTINGS = ("cumulative", "consecutive")
 CADENCES = ("batch", "epoch")
@@ -80,10 +80,13 @@ class BDNNDsd(WeightMethod):
             isinstance(reset_after_update, bool), "reset_after_update", reset_after_update, "true or false"
         )
         require(cadence in CADENCES, "cadence", cadence, f"one of {list(CADENCES)}")
+        require(isinstance(compile, bool), "compile", compile, "true or false")
+        missing = compiler_missing() if compile else None
+        require(missing is None, "compile", compile, f"false here: torch.compile cannot run ({missing})")
         self.initial_bound, self.bound_step, self.count_threshold = initial_bound, bound_step, count_threshold
         self.counting, self.reset_after_update, self.cadence = counting, reset_after_update, cadence
         # Algorithm 1's time step on a weight's tensors; with compile, one kernel per weight shape and dtype.
-        self._time_step = self.compiled(self.time_step, compile)
+        self._time_step = torch.compile(self.time_step) if compile else self.time_step
         # Weights clipped since this was last set to 0 (an int on the CPU, else, or compiled, a float64 tensor).
         self.clipped: torch.Tensor | int = 0
         # The weights whose bounds a time step has rounded (below ROUNDING·R_d to 0): later steps round

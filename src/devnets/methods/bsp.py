@@ -15,11 +15,6 @@ updates each entry from its own gradient and state, as SGD and Adam do. Gradient
 are: such an optimiser's update of a pruned entry is undone by the mask, and nothing else reads them
 (gradient-norm clipping would count them; devnets does not clip).
 
-An iteration is a few elementwise passes over each weight (|w| of the remaining synapses, the counts,
-the masks), memory-bound, around one selection of the cut among the smallest |w| (NumPy's, on the CPU).
-With ``compile=True`` the passes of |w| and of the counts run as ``torch.compile``d kernels, one each
-per weight shape, with the same numbers bit for bit (each is exact); the selection stays as it is.
-
 In a plain PyTorch loop::
 
     pruning = BSP()
@@ -98,9 +93,8 @@ def _at_most(values: torch.Tensor, cut, out: torch.Tensor | None = None) -> torc
 
 def _kth_smallest(
     values: torch.Tensor, k: int, work: torch.Tensor | None = None, guess: float | None = None
-) -> tuple[float, int | None]:
-    """The k-th smallest of the 1-D float32/float64 ``values`` (k from 1), by one selection, no sort; and how
-    many values are at most it (on the CPU, where the selection tells it; else None).
+):
+    """The k-th smallest of the 1-D float32/float64 ``values`` (k from 1): one selection, no sort.
 
     On the CPU NumPy's introselect, 2-4x faster there than ``torch.kthvalue`` (torch 2.14; about 1 ms an
     iteration at 784-100-10, as much as the training step), on a copy of ``values`` in ``work`` when given
@@ -110,88 +104,75 @@ def _kth_smallest(
     ``guess``, a value likely a little above the answer (the previous iteration's answer, raised): when at
     least k values are ≤ it, the k smallest are all among those, and the selection runs on them alone,
     which gives the same value. |w| moves little from one step to the next, so at 3072 × 500 weights this
-    selects among ~3% of them: 0.5 ms instead of 12; and the values at most the answer are all among them.
+    selects among ~3% of them: 0.5 ms instead of 12.
     """
     if values.device.type != "cpu":
-        return float(values.kthvalue(k).values), None
+        return values.kthvalue(k).values
     if guess is not None:
         array = values.numpy()
         at_most_guess = array[array <= guess]  # a copy
         if at_most_guess.size >= k:
             at_most_guess.partition(k - 1)
-            kth = at_most_guess[k - 1]
-            return float(kth), k + int(np.count_nonzero(at_most_guess[k:] == kth))
+            return float(at_most_guess[k - 1])
     if work is None:
-        selected = np.partition(values.numpy(), k - 1)
-    else:
-        selected = work.copy_(values).numpy()
-        selected.partition(k - 1)
-    kth = selected[k - 1]
-    return float(kth), k + int(np.count_nonzero(selected[k:] == kth))
+        return float(np.partition(values.numpy(), k - 1)[k - 1])
+    selected = work.copy_(values).numpy()
+    selected.partition(k - 1)
+    return float(selected[k - 1])
 
 
-def remaining_magnitude(
-    weight: torch.Tensor,
-    weight_mask: torch.Tensor | None,
-    out: torch.Tensor | None = None,
-    penalty: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """|w| of the remaining synapses, flat, in float32 or float64 (in ``out`` when given); a pruned one gets
-    the largest float, so that it is never a candidate: |w| + (1 − mask)·max. ``penalty`` is (1 − mask)·max
-    when known, flat; ``weight_mask`` is None when no synapse is pruned."""
-    flat = weight.reshape(-1)
+def remaining_magnitude(weight: torch.Tensor, weight_mask: torch.Tensor) -> torch.Tensor:
+    """|w| of the remaining synapses, in float32 or float64; a pruned one gets the largest float, so that
+    it is never a candidate."""
     dtype = counting_dtype(weight)
-    out = torch.empty(flat.shape, dtype=dtype, device=flat.device) if out is None else out
-    if flat.dtype == dtype:
-        torch.abs(flat, out=out)
-    else:  # a half-precision weight: |w| is exact in float32 either way
-        out.copy_(flat).abs_()
-    if weight_mask is None:
-        return out
-    if penalty is None:
-        penalty = (1 - weight_mask.reshape(-1).to(dtype)) * torch.finfo(dtype).max
-    return out.add_(penalty)
+    return weight.abs().to(dtype).add_(1 - weight_mask, alpha=torch.finfo(dtype).max)
 
 
-def candidate_cut(
-    magnitude: torch.Tensor, n: int, work: torch.Tensor | None = None, guess: float | None = None
-) -> float:
-    """Step 6's cut: the n-th smallest of the 1-D ``magnitude``, after which exactly its n smallest entries are
-    at most the cut (n < 1: none, and the cut is -inf). Entries equal to the n-th smallest fill the places the
-    strictly smaller ones leave, lowest index first; the others equal to it are raised to +inf in ``magnitude``,
-    a work tensor. ``work`` and ``guess``: see :func:`_kth_smallest`."""
-    if n < 1:
-        return -math.inf
-    cut, at_most = _kth_smallest(magnitude, n, work, guess)
-    if at_most is None:
-        at_most = int(torch.count_nonzero(magnitude <= cut))
-    if at_most > n:  # ties at the cut: the first of them are candidates, the rest move out of reach
-        tied = torch.nonzero(magnitude == cut).view(-1)
-        magnitude[tied[len(tied) - (at_most - n) :]] = math.inf
-    return cut
-
-
-def count_candidates(
-    candidate_count: torch.Tensor, magnitude: torch.Tensor, cut: torch.Tensor, work: torch.Tensor | None = None
+def smallest(
+    magnitude: torch.Tensor,
+    n: int,
+    out: torch.Tensor | None = None,
+    work: torch.Tensor | None = None,
+    cut: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Algorithm 1, step 8, in place: a count grows by 1 while its synapse is a candidate (|w| at most the
-    ``cut`` of :func:`candidate_cut`, a 0-d tensor) and returns to 0 when it is not. ``magnitude`` is flat;
-    ``work``, shaped and typed as the count, holds the candidates' 0/1 marks when given. Returns the largest
-    count, for step 9."""
-    is_candidate = _at_most(magnitude.view(candidate_count.shape), cut, work)
-    torch.addcmul(is_candidate, candidate_count, is_candidate, out=candidate_count)  # (count + 1)·[candidate]
-    return candidate_count.amax()
+    """0/1 marks of the ``n`` smallest entries of the 1-D ``magnitude``, in ``out`` when given (``work``, of
+    the same shape and dtype, is where the selection may run; ``cut``, the n-th smallest, when known).
+
+    Exactly ``n`` are marked: entries equal to the n-th smallest value fill the places left by the
+    strictly smaller ones, lowest index first. ``n`` < 1 marks nothing.
+    """
+    if n < 1:
+        return torch.zeros_like(magnitude) if out is None else out.zero_()
+    if cut is None:
+        cut = _kth_smallest(magnitude, n, work)
+    chosen = _at_most(magnitude, cut, out)
+    if int(chosen.sum()) > n:  # ties at the cut
+        below = magnitude < cut
+        at_cut = magnitude == cut
+        chosen.copy_(below | (at_cut & (at_cut.cumsum(0) <= n - below.sum())))
+    return chosen
 
 
-def prune(
-    candidate_count: torch.Tensor, weight_mask: torch.Tensor, threshold: float, work: torch.Tensor | None = None
-) -> None:
-    """Algorithm 1, steps 9–10, in place: a synapse whose count exceeds the threshold p_c leaves the mask
-    (P_w = P_w ∪ {w_i}), and its count returns to 0 (``work``, shaped and typed as the count, holds the
-    survivors when given)."""
+def count_and_prune(
+    candidate_count: torch.Tensor,
+    weight_mask: torch.Tensor,
+    is_candidate: torch.Tensor,
+    threshold: float,
+    work: torch.Tensor | None = None,
+) -> bool:
+    """Algorithm 1, steps 8–10, in place; returns whether any synapse was pruned (``work``, a tensor shaped and
+    typed as the count, holds the survivors when given).
+
+    A count grows by 1 while its synapse is a candidate and returns to 0 when it is not; a synapse whose
+    count exceeds the threshold p_c leaves the mask (P_w = P_w ∪ {w_i}), and its count returns to 0.
+    """
+    torch.addcmul(is_candidate, candidate_count, is_candidate, out=candidate_count)  # step 8: (count + 1)·[candidate]
+    if float(candidate_count.amax()) <= threshold:  # step 9
+        return False
     survives = _at_most(candidate_count, threshold, work)
-    weight_mask.mul_(survives)
+    weight_mask.mul_(survives)  # step 10
     candidate_count.mul_(survives)
+    return True
 
 
 class BSP(WeightMethod):
@@ -205,9 +186,6 @@ class BSP(WeightMethod):
             (call :meth:`iterate` after its last step; the masks still apply after every step).
         candidates: ``global``, the floor(N_s·p_r) smallest |w| of all the weights together, or
             ``per_layer``, each weight's own floor(N_s·p_r) smallest (p_c stays the network's).
-        compile: run the passes over each weight (|w| of the remaining synapses, step 8's counts) as
-            ``torch.compile``d kernels, one per weight shape (the same numbers, faster on large weights once
-            compiled; needs what ``torch.compile`` needs, a C++ compiler on the CPU).
     """
 
     count_buffers = ("bsp_candidate_count",)
@@ -222,7 +200,6 @@ class BSP(WeightMethod):
         rate_form: str = "plus_one",
         iteration: str = "batch",
         candidates: str = "global",
-        compile: bool = False,
     ):
         super().__init__()
         positive = {"alpha": alpha, "beta": beta, "threshold_scale": threshold_scale, "sample_scale": sample_scale}
@@ -235,16 +212,12 @@ class BSP(WeightMethod):
         self.alpha, self.beta, self.mu = alpha, beta, mu
         self.threshold_scale, self.sample_scale = threshold_scale, sample_scale
         self.rate_form, self.iteration, self.candidates = rate_form, iteration, candidates
-        # Compiled, the kernels compute the penalties of pruned synapses and their work tensors themselves.
-        self.compile = compile
-        self._remaining_magnitude = self.compiled(remaining_magnitude, compile)
-        self._count_candidates = self.compiled(count_candidates, compile)
         self.n_synapses = self.n_neurons = self.n_samples = self.n_pruned = 0
         self.rate = self.threshold = math.nan
         # Per weight, what its mask implies (see ``mask_facts``), with the mask and its version it was read from.
         self._facts: dict[tuple[int, str], tuple[torch.Tensor, int | None, int, torch.Tensor | None]] = {}
         # Per set of candidates (``global``, or a weight), the last iteration's cut: the next one's guess.
-        self._cuts: dict[Hashable, float] = {}
+        self._cuts: dict[Hashable, float | torch.Tensor] = {}
 
     def pruning_rate(self, n_neurons: int | None, n_samples: int | None) -> float:
         """Eq. (1) at N_neu = ``n_neurons`` and N_sam = ``n_samples``, which must give p_r < 1."""
@@ -283,9 +256,9 @@ class BSP(WeightMethod):
         return [self.state(module, name, "bsp_candidate_count") for module, name in weights]
 
     def mask_facts(self, module: nn.Module, name: str) -> tuple[int, torch.Tensor | None]:
-        """The synapses a weight's mask keeps, and the penalty (1 − mask)·max, flat, that makes a pruned synapse's
-        |w| the largest float (None when none is pruned, or compiled). Read again only when the mask has
-        changed (its version counter moves with every in-place write: a prune, a load_state_dict)."""
+        """The synapses a weight's mask keeps, and the penalty (1 − mask)·max that makes a pruned synapse's
+        |w| the largest float (None when none is pruned: the mask is all ones). Read again only when the
+        mask has changed (its version counter moves with every in-place write: a prune, a load_state_dict)."""
         mask = self.state(module, name, "bsp_mask")
         key = (id(module), name)
         seen = self._facts.get(key)
@@ -293,7 +266,7 @@ class BSP(WeightMethod):
         if seen is None or seen[0] is not mask or version is None or seen[1] != version:
             remaining = count_ones(mask)
             penalty = None
-            if remaining < mask.numel() and not self.compile:  # (1 − mask)·max, as max − mask·max: 0 or max exactly
+            if remaining < mask.numel():  # (1 − mask)·max, as max − mask·max: 0 or max exactly
                 dtype = counting_dtype(mask)
                 penalty = self.scratch((key, "penalty"), mask, shape=(mask.numel(),), dtype=dtype)
                 penalty.copy_(mask.reshape(-1)).mul_(-torch.finfo(dtype).max).add_(torch.finfo(dtype).max)
@@ -322,54 +295,62 @@ class BSP(WeightMethod):
         """Eqs. (4)–(5): w = p(w)·(w − η·∂E/∂w), after the optimiser's update."""
         weights = self.weights if weights is None else weights
         for (module, name), weight, mask in zip(weights, self.parameters(weights), self.masks(weights), strict=True):
-            if self.mask_facts(module, name)[0] < mask.numel():  # else the mask is all ones and w·1 is w
+            if self.mask_facts(module, name)[1] is not None:  # else the mask is all ones and w·1 is w
                 weight.mul_(mask)
 
-    def cut(self, key: Hashable, magnitude: torch.Tensor, n: int) -> torch.Tensor:
-        """:func:`candidate_cut` of the candidates ``key`` (``global``, or a weight), guessed from the last
-        iteration's, in a work tensor of this method; as a 0-d tensor of the magnitudes' dtype."""
+    def smallest(self, key: Hashable, magnitude: torch.Tensor, n: int) -> torch.Tensor:
+        """:func:`smallest` of the candidates ``key`` (``global``, or a weight), in work tensors of this method,
+        guessing the cut from the last iteration's."""
+        out = self.scratch((key, "candidates"), magnitude)
+        if n < 1:
+            return smallest(magnitude, n, out)
         last_cut = self._cuts.get(key)
         guess = None if last_cut is None else last_cut * CUT_SLACK
-        cut = candidate_cut(magnitude, n, self.scratch((key, "selection"), magnitude), guess)
-        if n >= 1:
-            self._cuts[key] = cut
-        return torch.tensor(cut, dtype=magnitude.dtype, device=magnitude.device)
+        cut = self._cuts[key] = _kth_smallest(magnitude, n, self.scratch((key, "selection"), magnitude), guess)
+        return smallest(magnitude, n, out, cut=cut)
 
     @torch.no_grad()
     def iterate(self, weights: list[Weight] | None = None) -> None:
         """Algorithm 1, steps 6–13, on the weights the optimiser step left (all, or ``weights``)."""
         weights = self.weights if weights is None else weights
-        parameters, masks, counts = self.parameters(weights), self.masks(weights), self.candidate_counts(weights)
+        masks = self.masks(weights)
+        counts = self.candidate_counts(weights)
         facts = [self.mask_facts(module, name) for module, name in weights]
         remaining = [n_remaining for n_remaining, _ in facts]
-        # |w| of the remaining synapses, each weight's in one flat work tensor when they share a dtype: the
-        # global candidates' concatenation without a copy
-        sizes = [weight.numel() for weight in parameters]
+        parameters = self.parameters(weights)
+        # |w| of the remaining synapses (remaining_magnitude), each weight's in one flat tensor when they
+        # share a dtype: the global candidates' concatenation without a copy
         dtypes = {counting_dtype(weight) for weight in parameters}
         flat = None
         if len(dtypes) == 1:
-            flat = self.scratch("magnitudes", parameters[0], shape=(sum(sizes),), dtype=dtypes.pop())
-        magnitudes = [
-            self._remaining_magnitude(weight, None if n_remaining == mask.numel() else mask, out, penalty)
-            for weight, mask, (n_remaining, penalty), out
-            in zip(parameters, masks, facts, [None] * len(sizes) if flat is None else flat.split(sizes), strict=True)
-        ]
+            total = sum(w.numel() for w in parameters)
+            flat = self.scratch("magnitudes", parameters[0], shape=(total,), dtype=dtypes.pop())
+        magnitudes, start = [], 0
+        for weight, (_, penalty) in zip(parameters, facts, strict=True):
+            if flat is None:
+                magnitude = weight.abs().to(counting_dtype(weight)).reshape(-1)
+            else:
+                magnitude = flat[start : start + weight.numel()]
+                if weight.dtype == magnitude.dtype:
+                    torch.abs(weight.reshape(-1), out=magnitude)
+                else:  # a half-precision weight: |w| is exact in float32 either way
+                    magnitude.copy_(weight.reshape(-1)).abs_()
+                start += weight.numel()
+            magnitudes.append(magnitude if penalty is None else magnitude.add_(penalty))
         if self.candidates == "global":  # step 6: the N_c = floor(N_s·p_r) smallest remaining |w|
             every = flat if flat is not None else torch.cat(magnitudes)
-            cuts = [self.cut("global", every, math.floor(sum(remaining) * self.rate))] * len(weights)
-            magnitudes = every.split(sizes)
+            chosen = self.smallest("global", every, math.floor(sum(remaining) * self.rate))
+            is_candidate = chosen.split([magnitude.numel() for magnitude in magnitudes])
         else:
-            cuts = [
-                self.cut((id(module), name), magnitude, math.floor(n_remaining * self.rate))
+            is_candidate = [
+                self.smallest((id(module), name), magnitude, math.floor(n_remaining * self.rate))
                 for (module, name), magnitude, n_remaining in zip(weights, magnitudes, remaining, strict=True)
             ]
-        pruned = False
-        for (module, name), count, mask, magnitude, cut in zip(weights, counts, masks, magnitudes, cuts, strict=True):
-            work = None if self.compile else self.scratch((id(module), name, "work"), count)
-            largest = self._count_candidates(count, magnitude, cut, work)  # steps 7–8
-            if float(largest) > self.threshold:  # step 9
-                prune(count, mask, self.threshold, work)  # step 10
-                pruned = True
+        pruned = [  # steps 7–12
+            count_and_prune(count, mask, chosen.reshape(count.shape), self.threshold,
+                            work=self.scratch((id(module), name, "survives"), count))
+            for (module, name), count, mask, chosen in zip(weights, counts, masks, is_candidate, strict=True)
+        ]
         self.apply_masks(weights)  # step 13, and eq. (4) for the synapses pruned before
-        if pruned:
+        if any(pruned):
             self.recount()

@@ -11,7 +11,7 @@ still applies on top.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -217,15 +217,6 @@ class WeightMethod:
         ):
             tensor = self._scratch[key] = torch.empty(shape, dtype=dtype, device=like.device)
         return tensor
-
-    @staticmethod
-    def compiled(function: Callable, compile: bool) -> Callable:
-        """``function`` as ``torch.compile`` makes it, one kernel per shape, with ``compile`` (refused in one
-        line where torch.compile cannot run); else ``function`` itself."""
-        require(isinstance(compile, bool), "compile", compile, "true or false")
-        missing = compiler_missing() if compile else None
-        require(missing is None, "compile", compile, f"false here: torch.compile cannot run ({missing})")
-        return torch.compile(function) if compile else function
 
     def parameters(self, weights: Iterable[Weight] | None = None) -> list[nn.Parameter]:
         return [parameter(module, name) for module, name in (self.weights if weights is None else weights)]
