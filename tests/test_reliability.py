@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Callback
 
 import devnets.train
 from conftest import Crash
+from devnets.callbacks.run_record import RunRecord
 from devnets.results import read_metrics, write_metrics
 
 METHODS = sorted(path.stem for path in (devnets.train.CONF_DIR / "method").glob("*.yaml"))
@@ -104,3 +106,21 @@ def test_same_seed_same_curve_other_seed_other_curve(run, tmp_path):
 def test_rerun_may_change_how_often_it_logs_or_checkpoints(run):
     first = run("method=bsp")
     assert run("method=bsp", "histogram_every_n_epochs=1", "checkpoint_every_n_epochs=3") == first
+
+
+def test_checkpoints_land_every_n_epochs_and_at_the_end(run, tmp_path, monkeypatch):
+    """last.ckpt is written after epochs 3 and 6 of 7 (``checkpoint_every_n_epochs=3``) and once more at the end:
+    the epochs of curves each checkpoint holds."""
+    saved = []
+
+    class Saves(Callback):
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+            record = next(callback for callback in trainer.callbacks if isinstance(callback, RunRecord))
+            saved.append(len(record.history["train_loss"]))
+
+    build = devnets.train.make_trainer
+    monkeypatch.setattr(devnets.train, "make_trainer",
+                        lambda cfg, run_dir, callbacks: build(cfg, run_dir, [*callbacks, Saves()]))
+    settings = ("trainer.max_epochs=7", "checkpoint_every_n_epochs=3")
+    run(*settings, run_dir=tmp_path / "whole")
+    assert saved == [3, 6, 7]

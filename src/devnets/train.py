@@ -32,12 +32,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import LightningEnvironment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from devnets.callbacks.epoch_progress_bar import EpochProgressBar
+from devnets.callbacks.periodic_checkpoint import PeriodicCheckpoint
 from devnets.callbacks.run_identity import RunIdentity, checkpoint_identity
 from devnets.callbacks.run_record import RunRecord
 from devnets.callbacks.weight_histograms import WeightHistograms
@@ -307,11 +307,10 @@ def usable_checkpoint(run_dir: Path, settings: dict[str, Any], max_epochs: int) 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, run_callbacks: list) -> L.Trainer:
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
-    checkpoint = ModelCheckpoint(
+    checkpoint = PeriodicCheckpoint(
+        every_n_epochs=cfg.checkpoint_every_n_epochs,
         dirpath=run_dir,
         filename=Path(CHECKPOINT).stem,
-        every_n_epochs=cfg.checkpoint_every_n_epochs,
-        save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
     callbacks = [*run_callbacks, RunRecord(), WeightHistograms(cfg.histogram_every_n_epochs), checkpoint]
