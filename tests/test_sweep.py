@@ -265,3 +265,12 @@ def test_without_accounting_a_job_gone_from_the_queue_ends_as_its_failure_naming
         f"  seed=1: {run_dir} (SLURM job 7_1 UNKNOWN, its metrics.json reads interrupted; "
         f"log: {tmp_path}/7_1_0_log.out)",
     ]
+
+
+def test_a_sweep_starts_its_longest_runs_first(data_root, tmp_path):
+    """In config order the sweep would run hidden=4 first; one worker runs hidden=32 first, then 8, then 4."""
+    completed = sweep(data_root, tmp_path, "data.n_train=200", "model.hidden=4,32,8", "hydra.launcher.n_jobs=1")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    finished_at = {hidden: (tmp_path / f"mnist-n200/h{hidden}/baseline/seed0/metrics.json").stat().st_mtime_ns
+                   for hidden in (4, 8, 32)}
+    assert finished_at[32] < finished_at[8] < finished_at[4]

@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from devnets.run_folder import finished_run
 
 log = logging.getLogger(__name__)
+# The test sets' size (MNIST, Fashion-MNIST, CIFAR-10), evaluated after every epoch.
+TEST_IMAGES = 10_000
 
 
 def failed(overrides: Sequence[str], error: BaseException | str, run_dir: str | Path | None = None) -> JobReturn:
@@ -106,24 +108,40 @@ class SweepConfigs:
             del loader.load_sweep_config
 
 
-def finished_jobs(launcher: Launcher, pending: dict[int, list[str]]) -> tuple[dict[int, JobReturn], dict[int, Path]]:
+def expected_work(cfg: DictConfig) -> float:
+    """Roughly the arithmetic of a job's run, to start the longest first: epochs × (3 passes over the training
+    samples + 1 over the 10,000 test images) × the MLP's weights; 0 where the config names no such sizes."""
+    try:
+        model = cfg.model
+        weights = model.input_dim * model.hidden + model.hidden * model.num_classes
+        return float(cfg.trainer.max_epochs * (3 * cfg.data.n_train + TEST_IMAGES) * weights)
+    except Exception:  # another model, or sizes the run itself refuses
+        return 0.0
+
+
+def finished_jobs(
+    launcher: Launcher, pending: dict[int, list[str]]
+) -> tuple[dict[int, JobReturn], dict[int, Path], dict[int, float]]:
     """The jobs of ``pending`` whose run folders hold them finished, taken out of it as completed
-    JobReturns, and every job's run folder. Reads each folder's metrics.json; imports no torch."""
-    finished, dirs, sweep_config = {}, {}, HydraConfig.instance().cfg
+    JobReturns, every job's run folder, and the :func:`expected_work` of the jobs left in ``pending``. Reads
+    each folder's metrics.json; imports no torch."""
+    finished, dirs, work, sweep_config = {}, {}, {}, HydraConfig.instance().cfg
     try:
         for idx, overrides in list(pending.items()):
             cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
             HydraConfig.instance().cfg = cfg  # the folder's ${hydra:...} interpolations: this job's hydra node
             dirs[idx] = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+            work[idx] = expected_work(cfg)
             previous = finished_run(cfg, dirs[idx])
             if previous is not None:
                 log.info("%s holds a %s run; not launched", dirs[idx], previous["status"])
                 finished[idx] = JobReturn(overrides=pending.pop(idx), status=JobStatus.COMPLETED,
                                           _return_value=previous["final_test_acc"])
+                del work[idx]
     finally:
         HydraConfig.instance().cfg = sweep_config
         SweepConfigs.forget(launcher)
-    return finished, dirs
+    return finished, dirs, work
 
 
 def report(jobs: Sequence[JobReturn]) -> None:

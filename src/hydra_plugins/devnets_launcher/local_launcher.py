@@ -2,7 +2,9 @@
 (``hydra/launcher=local``).
 
 A job whose run folder already holds its finished run is not launched at all (no worker, and neither torch
-nor Lightning imported): rerunning a finished sweep of 150 runs takes seconds.
+nor Lightning imported): rerunning a finished sweep of 150 runs takes seconds. The others start the longest
+first (by :func:`~hydra_plugins.devnets_launcher.jobs.expected_work`): a sweep in config order ends on its
+largest runs, one long run at a time while the other workers idle.
 
 Hydra's own joblib launcher hands all jobs to one ``joblib.Parallel`` call, so a job that fails outside
 the task (a file where its run folder should be) or a worker that dies (killed, out of memory) aborts
@@ -58,7 +60,9 @@ class LocalLauncher(JoblibLauncher):
         pending = {initial_job_idx + k: list(overrides) for k, overrides in enumerate(job_overrides)}
         for idx, overrides in pending.items():
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-        returns, _ = finished_jobs(self, pending)
+        returns, _, work = finished_jobs(self, pending)
+        # the longest first, so that the sweep does not end on one long job while the other workers idle
+        pending = dict(sorted(pending.items(), key=lambda job: -work[job[0]]))
         context = (self.hydra_context, self.config, self.task_function, Singleton.get_state() if pending else None)
         if returns:
             log.info("%d of %d jobs hold finished runs; launching the other %d", len(returns), len(job_overrides),

@@ -54,7 +54,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         pending = {initial_job_idx + k: list(overrides) for k, overrides in enumerate(job_overrides)}
-        returns, run_dirs = finished_jobs(self, pending)
+        returns, run_dirs, _ = finished_jobs(self, pending)
         log.info("%d of %d jobs hold finished runs; submitting %d to SLURM, sweep folder %s",
                  len(returns), len(job_overrides), len(pending), sweep_dir)
         if pending:
