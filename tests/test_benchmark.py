@@ -27,8 +27,14 @@ def test_benchmark_times_bdnn_dsd_compiled_beside_it(monkeypatch):
 
 
 def test_benchmark_writes_json_beside_the_table(tmp_path, capsys, monkeypatch):
-    one_row = [benchmark.row("plain loop", 1, 2, 0.5, 1e9, 0.5)]
+    one_row = [benchmark.row("plain loop", 1, 2, [0.5], 1e9, 0.5)]
     monkeypatch.setattr(benchmark, "measure", lambda *args, **kwargs: one_row)
     benchmark.main(["--quick", "--json", str(tmp_path / "rows.json")])
     assert capsys.readouterr().out.splitlines()[0].startswith("| setting | inputs | n_train | hidden | ms_per_epoch")
     assert json.loads((tmp_path / "rows.json").read_text())[0]["gflops"] == 2.0
+
+
+def test_a_row_gives_the_median_epoch_and_the_mean_that_counts_the_checkpoint_epochs():
+    """Nine 10 ms epochs and one of 30 (a checkpoint): the median says 10 ms, the mean 12."""
+    cells = benchmark.row("baseline", 1200, 10, [0.010] * 9 + [0.030], 1e9, plain=0.008)
+    assert (cells["ms_per_epoch"], cells["mean_ms_per_epoch"], cells["ratio_to_plain"]) == (10.0, 12.0, 1.25)
