@@ -119,6 +119,12 @@ def expected_work(cfg: DictConfig) -> float:
         return 0.0
 
 
+def longest_first(pending: dict[int, list[str]], work: dict[int, float]) -> dict[int, list[str]]:
+    """``pending`` with the jobs of most ``work`` first (in config order among equals): in config order a sweep
+    ends on its largest runs, one long run at a time while the other workers idle."""
+    return dict(sorted(pending.items(), key=lambda job: -work[job[0]]))
+
+
 def finished_jobs(
     launcher: Launcher, pending: dict[int, list[str]]
 ) -> tuple[dict[int, JobReturn], dict[int, Path], dict[int, float]]:

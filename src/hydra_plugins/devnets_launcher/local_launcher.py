@@ -30,7 +30,7 @@ from joblib import Parallel, delayed
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 from omegaconf import DictConfig
 
-from hydra_plugins.devnets_launcher.jobs import SweepConfigs, failed, finished_jobs, report
+from hydra_plugins.devnets_launcher.jobs import SweepConfigs, failed, finished_jobs, longest_first, report
 
 log = logging.getLogger(__name__)
 MAX_WORKER_DEATHS = 2
@@ -61,8 +61,7 @@ class LocalLauncher(JoblibLauncher):
         for idx, overrides in pending.items():
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
         returns, _, work = finished_jobs(self, pending)
-        # the longest first, so that the sweep does not end on one long job while the other workers idle
-        pending = dict(sorted(pending.items(), key=lambda job: -work[job[0]]))
+        pending = longest_first(pending, work)
         context = (self.hydra_context, self.config, self.task_function, Singleton.get_state() if pending else None)
         if returns:
             log.info("%d of %d jobs hold finished runs; launching the other %d", len(returns), len(job_overrides),

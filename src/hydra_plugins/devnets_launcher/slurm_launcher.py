@@ -6,7 +6,8 @@ without a result (cancelled, killed at its time limit, failed outside the task) 
 traceback, never hearing of the others. This one:
 
 - submits only the jobs whose run folders do not hold them finished, and says how many it left out; a
-  rerun of a finished sweep submits nothing and imports neither torch nor Lightning;
+  rerun of a finished sweep submits nothing and imports neither torch nor Lightning; the array lists the
+  largest runs first, as the local launcher starts them;
 - waits for each job, taking one that ends without a result (scancel, a time-out past
   ``max_num_timeout``, a crash) as that job's failure, named with its SLURM state and what its record
   says; ``sacct`` is asked every ``poll_s`` seconds (submitit's own waits grow to 10 minutes);
@@ -35,7 +36,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import DictConfig, OmegaConf
 
 from devnets.results import CorruptMetrics, read_metrics
-from hydra_plugins.devnets_launcher.jobs import SweepConfigs, failed, finished_jobs, report
+from hydra_plugins.devnets_launcher.jobs import SweepConfigs, failed, finished_jobs, longest_first, report
 
 log = logging.getLogger(__name__)
 # Seconds between sacct calls while the sweep waits for its jobs (one call covers them all).
@@ -54,7 +55,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         pending = {initial_job_idx + k: list(overrides) for k, overrides in enumerate(job_overrides)}
-        returns, run_dirs, _ = finished_jobs(self, pending)
+        returns, run_dirs, work = finished_jobs(self, pending)
+        pending = longest_first(pending, work)  # the array's first tasks start first
         log.info("%d of %d jobs hold finished runs; submitting %d to SLURM, sweep folder %s",
                  len(returns), len(job_overrides), len(pending), sweep_dir)
         if pending:
