@@ -13,6 +13,9 @@ queue=${1:?usage: scripts/run_queue.sh QUEUE_FILE OUTPUT_ROOT DATA_ROOT}
 output_root=${2:?usage: scripts/run_queue.sh QUEUE_FILE OUTPUT_ROOT DATA_ROOT}
 data_root=${3:?usage: scripts/run_queue.sh QUEUE_FILE OUTPUT_ROOT DATA_ROOT}
 repo="$(cd "$(dirname "$0")/.." && pwd)"
+# This checkout's code, not that of the checkout the environment's editable install points at (a worktree's
+# scripts/train.py would otherwise import the main checkout's src/, edits included); SLURM jobs inherit it.
+export PYTHONPATH="$repo/src${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$output_root"
 flock "$output_root/.copy.lock" cp -rn "$repo/results/runs/." "$output_root/"  # two queues start together
 grep -vE '^\s*(#|$)' "$queue" | while read -r line; do

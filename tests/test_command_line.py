@@ -1,7 +1,10 @@
 """The command line: a bad option or key is one line naming the closest valid one, before torch is imported."""
 
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +122,21 @@ def test_a_finished_run_is_recognised_before_torch_is_imported(run, data_root, t
                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1] == "error: threads=0 is not allowed: null or an integer ≥ 1"
+
+
+def test_a_queue_runs_the_code_of_its_own_checkout(tmp_path):
+    """run_queue.sh in a worktree runs that worktree's src/, not the checkout the editable install points at."""
+    checkout = tmp_path / "worktree"
+    (checkout / "scripts").mkdir(parents=True)
+    (checkout / "results" / "runs").mkdir(parents=True)
+    (checkout / "src" / "devnets").mkdir(parents=True)
+    (checkout / "src" / "devnets" / "__init__.py").write_text("")
+    shutil.copy(PROJECT_ROOT / "scripts" / "run_queue.sh", checkout / "scripts")
+    (checkout / "scripts" / "train.py").write_text("import devnets\nprint('devnets from', devnets.__file__)\n")
+    queue = tmp_path / "queue.txt"
+    queue.write_text("experiment=grid_1200\n")
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    completed = subprocess.run(["bash", str(checkout / "scripts" / "run_queue.sh"), str(queue), str(tmp_path / "out"),
+                                str(tmp_path / "data")], capture_output=True, text=True, env=environment, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert f"devnets from {checkout / 'src' / 'devnets' / '__init__.py'}" in completed.stdout
