@@ -137,13 +137,13 @@ def finished_jobs(
             cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
             HydraConfig.instance().cfg = cfg  # the folder's ${hydra:...} interpolations: this job's hydra node
             dirs[idx] = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-            work[idx] = expected_work(cfg)
             previous = finished_run(cfg, dirs[idx])
-            if previous is not None:
+            if previous is None:
+                work[idx] = expected_work(cfg)
+            else:
                 log.info("%s holds a %s run; not launched", dirs[idx], previous["status"])
                 finished[idx] = JobReturn(overrides=pending.pop(idx), status=JobStatus.COMPLETED,
                                           _return_value=previous["final_test_acc"])
-                del work[idx]
     finally:
         HydraConfig.instance().cfg = sweep_config
         SweepConfigs.forget(launcher)
