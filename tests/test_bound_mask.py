@@ -7,16 +7,20 @@ counters compare exactly. Each runs eager and compiled (``compile=True``, where 
 must give the same values.
 """
 
+import logging
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
+import devnets.callbacks.bound_mask
 import devnets.train
 from conftest import Crash
 from devnets.callbacks.bound_mask import BoundMask
 from devnets.errors import InvalidSetting
 from devnets.methods.bdnn_dsd import BDNNDsd
-from devnets.methods.weights import compiler_missing
+from devnets.methods.weights import compiler_missing, select_weights
 from devnets.train import build, make_trainer, run_settings
 from test_reliability import assert_same_run
 
@@ -186,6 +190,7 @@ def test_setup_again_keeps_the_state():
         "method.layers=output",
         "method.cadence=hourly",
         "method.compile=maybe",
+        "method.compile=1",
     ],
 )
 def test_bad_settings_are_one_line_errors(make_config, override):
@@ -303,6 +308,56 @@ def test_a_run_with_method_compile_is_the_run_without_it(run, make_config, stop_
     assert run_settings(make_config(*settings, "method.compile=true")) == run_settings(make_config(*settings))
     monkeypatch.setattr(devnets.train, "make_trainer", None)  # any attempt to train would fail
     assert run(*settings, "method.compile=true", run_dir=tmp_path / "eager") == eager
+
+
+def auto_compiled(trainer, hidden=100, cadence="batch", **missing) -> bool:
+    """Whether ``compile=auto`` compiles BDNN-dsd's time step on the papers' MLP (784-hidden-10) for ``trainer``."""
+    bound_mask = BoundMask(cadence=cadence)
+    bound_mask.bounds.attach(select_weights(nn.Sequential(nn.Linear(784, hidden), nn.Sigmoid(), nn.Linear(hidden, 10))))
+    bound_mask.compile_if_it_pays(trainer)
+    return bound_mask.bounds.compiled
+
+
+def planned(steps_per_epoch, epochs=500, epochs_done=0):
+    """What BoundMask reads of a Trainer about to train: the optimiser steps and epochs planned, and those done."""
+    return SimpleNamespace(
+        estimated_stepping_batches=steps_per_epoch * epochs, global_step=steps_per_epoch * epochs_done,
+        max_epochs=epochs, current_epoch=epochs_done,
+    )
+
+
+@NEEDS_COMPILER
+def test_compile_auto_compiles_where_the_weight_steps_left_pay_for_it():
+    # 500 epochs of 60,000 samples (100 steps of 600): 50,000 steps x 79,400 weights at 100 hidden units = 4.0e9
+    assert auto_compiled(planned(steps_per_epoch=100), hidden=100)
+    assert auto_compiled(planned(steps_per_epoch=100), hidden=500)  # 2.0e10
+    assert not auto_compiled(planned(steps_per_epoch=100), hidden=10)  # 7,940 weights: 4.0e8
+    assert not auto_compiled(planned(steps_per_epoch=2), hidden=500)  # 1200 samples: 1000 steps x 397,000 = 4.0e8
+    assert not auto_compiled(planned(steps_per_epoch=100, epochs_done=490), hidden=500)  # resumed near its end
+    assert not auto_compiled(planned(steps_per_epoch=100), hidden=500, cadence="epoch")  # 500 time steps
+
+
+def test_compile_auto_stays_eager_where_torch_compile_cannot_run(monkeypatch, caplog):
+    monkeypatch.setattr(devnets.callbacks.bound_mask, "compiler_missing", lambda: "no C++ compiler for its CPU kernels")
+    with caplog.at_level(logging.INFO, logger="devnets.callbacks.bound_mask"):
+        assert not auto_compiled(planned(steps_per_epoch=100), hidden=500)
+    said = "BDNN-dsd's time step eager (no C++ compiler for its CPU kernels): compile=auto, 2.0e+10 weight-steps"
+    assert said in caplog.text
+
+
+@NEEDS_COMPILER
+@pytest.mark.parametrize("work, compiled", [(None, False), (0, True)], ids=["default", "always"])
+def test_compile_auto_decides_as_training_starts_and_says_so(make_config, tmp_path, monkeypatch, caplog, work,
+                                                             compiled):
+    torch._dynamo.reset()
+    if work is not None:
+        monkeypatch.setattr(devnets.callbacks.bound_mask, "AUTO_COMPILE_WORK", work)
+    with caplog.at_level(logging.INFO, logger="devnets.callbacks.bound_mask"):
+        _, _, bound_mask = fit(make_config, tmp_path, epochs=1)
+    assert bound_mask.bounds.compiled is compiled
+    # the test config: 4 steps x (784 x 16 + 16 x 10) weights
+    way = "compiled" if compiled else "eager"
+    assert f"BDNN-dsd's time step {way}: compile=auto, 5.1e+04 weight-steps to go" in caplog.text
 
 
 def test_compile_without_a_cpp_compiler_is_a_one_line_error(monkeypatch):

@@ -10,8 +10,8 @@ needed), it times
 3. the same work as a bare LightningModule under a bare ``Trainer`` (no logger, checkpoint or
    callbacks, one optimiser step per Lightning batch): Lightning's own price per batch,
 4. the devnets pipeline, through the Trainer that ``devnets.train`` builds, for every method (at the
-   config's ``model.steps_per_batch``), and ``baseline`` at ``model.steps_per_batch=1`` (one optimiser
-   step per Lightning batch, as before that setting),
+   config's ``model.steps_per_batch``; BDNN-dsd's time step eager, ``method.compile=false``), and ``baseline``
+   at ``model.steps_per_batch=1`` (one optimiser step per Lightning batch, as before that setting),
 5. with ``--compile``, BDNN-dsd with ``compile=True`` (its time step as one compiled kernel per weight
    shape) in the plain loop and the pipeline, the compiling done in the warm-up epochs,
 and prints ms per epoch (the median over the epochs after each warm-up, in rounds that interleave
@@ -45,6 +45,8 @@ from devnets.train import CONF_DIR, build, make_trainer
 
 METHODS = ("baseline", "dropout", "l2", "bdnn_dsd", "bsp")
 PLAIN_LOOP_CORES = {"bdnn_dsd": BDNNDsd, "bsp": BSP}  # the methods timed in the plain loop too
+# A method's row runs eager, as its core in the plain loop does (compile=auto would compile a long enough one).
+EAGER = {"bdnn_dsd": ("method.compile=false",)}
 N_TEST, CLASSES, BATCH = 10_000, 10, 600
 # The datasets' input sizes and the config's data option of each: flattened MNIST and CIFAR-10 images.
 INPUTS = {784: "mnist", 3072: "cifar10"}
@@ -237,7 +239,7 @@ def measure(shapes, methods, epochs: int, warmup: int, rounds: int = 3, compile:
             **({"plain loop, bdnn_dsd, compile=true": partial(plain_loop, *shape, method="bdnn_dsd", compile=True)}
                if compiled else {}),
             "lightning loop": partial(lightning_loop, *shape),
-            **{method: partial(pipeline, method, *shape) for method in methods},
+            **{method: partial(pipeline, method, *shape, overrides=EAGER.get(method, ())) for method in methods},
             **({"bdnn_dsd, compile=true": partial(pipeline, "bdnn_dsd", *shape, overrides=("method.compile=true",))}
                if compiled else {}),
             "baseline, steps_per_batch=1": partial(pipeline, "baseline", *shape, steps_per_batch=1),

@@ -11,6 +11,8 @@ batches. The readings the paper leaves open are switches, explained in docs/repr
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +23,9 @@ from devnets.callbacks.weight_histograms import add_histograms, is_due
 from devnets.epoch_logging import log_epoch_metrics
 from devnets.errors import is_whole, require
 from devnets.methods.bdnn_dsd import BDNNDsd
-from devnets.methods.weights import check_layers, load_renamed, select_weights, weight_names
+from devnets.methods.weights import check_layers, compiler_missing, load_renamed, select_weights, weight_names
+
+log = logging.getLogger(__name__)
 
 # The buffers' names before they took the "bdnn_" that sets them apart from torch.nn.utils.prune's.
 LEGACY_NAMES = ("bound", "exceed_count", "decay_count", "previous_magnitude", "exceeded")
@@ -29,6 +33,11 @@ LEGACY_NAMES = ("bound", "exceed_count", "decay_count", "previous_magnitude", "e
 STATISTICS = (
     "mean_bound", "zero_bounds", "zero_weights", "zero_bound_overlap", "zero_weight_overlap", "clipped",
 )
+# compile=auto compiles the time step when a run has this many weight-steps left (time steps × bounded weights).
+# On session 21's CPU compiling cost 4-5 s a run (28 s the first time on the machine, which fills torch's cache)
+# and saved 3-12 ns a weight-step: from 60,000 samples at 100 hidden units (500 epochs: 4·10^9) it pays; at
+# 1200 samples (500 hidden: 4·10^8) it would cost more than it saves.
+AUTO_COMPILE_WORK = 2e9
 
 
 class BoundMask(Callback):
@@ -40,6 +49,9 @@ class BoundMask(Callback):
             ``(module, "weight")`` pairs (:func:`~devnets.methods.weights.select_weights`).
         histogram_every_n_epochs: TensorBoard histograms of the bounds (the weights' are
             :class:`~devnets.callbacks.weight_histograms.WeightHistograms`'); 0: never.
+        compile: True: each time step as one ``torch.compile``d kernel per weight shape (the same numbers
+            bit for bit); ``auto``: so where the run is long enough for compiling to pay and torch.compile can
+            run here (``AUTO_COMPILE_WORK``), decided and logged when training starts; False: never.
         settings: :class:`~devnets.methods.bdnn_dsd.BDNNDsd`'s (``initial_bound``, ``bound_step``,
             ``count_threshold``, ``counting``, ``reset_after_update``, ``cadence``). With
             ``cadence="epoch"`` the time step is taken at each epoch's end.
@@ -47,8 +59,16 @@ class BoundMask(Callback):
 
     tensor_core = BDNNDsd  # where ``settings`` go: its arguments are this callback's too
 
-    def __init__(self, layers: str | Sequence = "all", histogram_every_n_epochs: int = 0, **settings: Any):
-        self.bounds = self.tensor_core(**settings)
+    def __init__(
+        self,
+        layers: str | Sequence = "all",
+        histogram_every_n_epochs: int = 0,
+        compile: bool | str = "auto",
+        **settings: Any,
+    ):
+        require(compile == "auto" or isinstance(compile, bool), "compile", compile, "auto, true or false")
+        self.compile = compile
+        self.bounds = self.tensor_core(compile=compile is True, **settings)
         self.layers = check_layers(layers)
         every = histogram_every_n_epochs
         require(is_whole(every), "histogram_every_n_epochs", every, "an integer ≥ 0 (0: never)")
@@ -75,11 +95,27 @@ class BoundMask(Callback):
         self.loaded_state = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.compile == "auto" and not self.bounds.compiled:
+            self.compile_if_it_pays(trainer)
         self.bounds.unhook()
         self.bounds.hook(*trainer.optimizers)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.bounds.unhook()
+
+    def compile_if_it_pays(self, trainer: Trainer) -> None:
+        """``compile=auto``: compile the time step if the weight-steps left reach ``AUTO_COMPILE_WORK``."""
+        if self.bounds.cadence == "batch":
+            time_steps = trainer.estimated_stepping_batches - trainer.global_step
+        else:
+            time_steps = math.inf if trainer.max_epochs in (None, -1) else trainer.max_epochs - trainer.current_epoch
+        work = time_steps * sum(weight.numel() for weight in self.bounds.parameters())
+        missing = compiler_missing() if work >= AUTO_COMPILE_WORK else None
+        if work >= AUTO_COMPILE_WORK and missing is None:
+            self.bounds.compile_time_step()
+        way = "compiled" if self.bounds.compiled else f"eager ({missing})" if missing else "eager"
+        log.info("BDNN-dsd's time step %s: compile=auto, %.1e weight-steps to go (compiled from %.0e)",
+                 way, work, AUTO_COMPILE_WORK)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.bounds.clipped = 0

@@ -81,17 +81,23 @@ class BDNNDsd(WeightMethod):
         )
         require(cadence in CADENCES, "cadence", cadence, f"one of {list(CADENCES)}")
         require(isinstance(compile, bool), "compile", compile, "true or false")
-        missing = compiler_missing() if compile else None
-        require(missing is None, "compile", compile, f"false here: torch.compile cannot run ({missing})")
         self.initial_bound, self.bound_step, self.count_threshold = initial_bound, bound_step, count_threshold
         self.counting, self.reset_after_update, self.cadence = counting, reset_after_update, cadence
-        # Algorithm 1's time step on a weight's tensors; with compile, one kernel per weight shape and dtype.
-        self._time_step = torch.compile(self.time_step) if compile else self.time_step
+        # Algorithm 1's time step on a weight's tensors; compiled (compile_time_step), one kernel per weight shape.
+        self._time_step, self.compiled = self.time_step, False
+        if compile:
+            self.compile_time_step()
         # Weights clipped since this was last set to 0 (an int on the CPU, else, or compiled, a float64 tensor).
         self.clipped: torch.Tensor | int = 0
         # The weights whose bounds a time step has rounded (below ROUNDING·R_d to 0): later steps round
         # only where a bound has moved.
         self._rounded: set[tuple[int, str]] = set()
+
+    def compile_time_step(self) -> None:
+        """From now on, run each time step as one ``torch.compile``d kernel per weight shape: the same numbers."""
+        missing = compiler_missing()
+        require(missing is None, "compile", True, f"false here: torch.compile cannot run ({missing})")
+        self._time_step, self.compiled = torch.compile(self.time_step), True
 
     @torch.no_grad()
     def attach(self, weights: list[Weight]) -> None:
