@@ -154,6 +154,34 @@ def test_epoch_cadence_clips_every_step_and_moves_bounds_at_epoch_end(device, co
     assert layer.weight_bdnn_previous_magnitude[0].tolist() == [0.5, 0.125]
 
 
+def test_epoch_statistics_count_zero_bounds_and_weights_and_their_overlap_with_the_epoch_before():
+    layers = [nn.Linear(3, 2, bias=False), nn.Linear(2, 1, bias=False)]
+    bound_mask = BoundMask()
+    bound_mask.bounds.attach([(layer, "weight") for layer in layers])
+    trainer = SimpleNamespace(callback_metrics={}, loggers=[], current_epoch=0, max_epochs=2)
+    epochs = [  # (bounds, weights) of each layer at an epoch's end
+        (([[0, 0.5, 0], [0.5, 0.5, 0.5]], [[0, 0.5]]), ([[0, 0.25, 0], [0.25, 0, 0.25]], [[0, 0.25]])),
+        (([[0, 0.5, 0.5], [0.5, 0.5, 0]], [[0, 0]]), ([[0, 0, 0.25], [-0.25, 0, 0.25]], [[0.25, 0]])),
+    ]
+    for epoch, (bounds, weights) in enumerate(epochs):
+        with torch.no_grad():
+            for layer, bound, weight in zip(layers, bounds, weights, strict=True):
+                layer.weight_bdnn_bound.copy_(torch.tensor(bound))
+                layer.weight.copy_(torch.tensor(weight))
+        bound_mask.bounds.clipped = 3 + epoch
+        trainer.current_epoch = epoch
+        bound_mask.on_train_epoch_end(trainer, None)
+    assert bound_mask.curves == {
+        "mean_bound": [2.5 / 8, 2 / 8],
+        "zero_bounds": [3, 4],
+        "zero_weights": [4, 4],
+        "zero_bound_overlap": [0, 2],  # layer 0's (0, 0) and layer 1's (0, 0)
+        "zero_weight_overlap": [0, 2],  # layer 0's (0, 0) and (1, 1)
+        "clipped": [3, 4],
+    }
+    assert trainer.callback_metrics["bdnn/zero_bound_overlap"] == 2
+
+
 @pytest.mark.parametrize("layers, expected", [("all", ["0", "2"]), ("hidden", ["0"]), (["2"], ["2"])])
 def test_layers_choose_the_bounded_linears(layers, expected):
     model = nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2))
@@ -310,10 +338,11 @@ def test_a_run_with_method_compile_is_the_run_without_it(run, make_config, stop_
     assert run(*settings, "method.compile=true", run_dir=tmp_path / "eager") == eager
 
 
-def auto_compiled(trainer, hidden=100, cadence="batch", **missing) -> bool:
-    """Whether ``compile=auto`` compiles BDNN-dsd's time step on the papers' MLP (784-hidden-10) for ``trainer``."""
+def auto_compiled(trainer, hidden, inputs=784, cadence="batch") -> bool:
+    """Whether ``compile=auto`` compiles BDNN-dsd's time step on the papers' MLP (inputs-hidden-10) for ``trainer``."""
     bound_mask = BoundMask(cadence=cadence)
-    bound_mask.bounds.attach(select_weights(nn.Sequential(nn.Linear(784, hidden), nn.Sigmoid(), nn.Linear(hidden, 10))))
+    mlp = nn.Sequential(nn.Linear(inputs, hidden), nn.Sigmoid(), nn.Linear(hidden, 10))
+    bound_mask.bounds.attach(select_weights(mlp))
     bound_mask.compile_if_it_pays(trainer)
     return bound_mask.bounds.compiled
 
@@ -328,10 +357,10 @@ def planned(steps_per_epoch, epochs=500, epochs_done=0):
 
 @NEEDS_COMPILER
 def test_compile_auto_compiles_where_the_weight_steps_left_pay_for_it():
-    # 500 epochs of 60,000 samples (100 steps of 600): 50,000 steps x 79,400 weights at 100 hidden units = 4.0e9
-    assert auto_compiled(planned(steps_per_epoch=100), hidden=100)
-    assert auto_compiled(planned(steps_per_epoch=100), hidden=500)  # 2.0e10
-    assert not auto_compiled(planned(steps_per_epoch=100), hidden=10)  # 7,940 weights: 4.0e8
+    # 500 epochs of 60,000 samples (100 steps of 600): 50,000 steps x 397,000 weights at 500 hidden units = 2.0e10
+    assert auto_compiled(planned(steps_per_epoch=100), hidden=500)
+    assert auto_compiled(planned(steps_per_epoch=84), hidden=100, inputs=3072)  # CIFAR-10: 42,000 x 308,200 = 1.3e10
+    assert not auto_compiled(planned(steps_per_epoch=100), hidden=100)  # 79,400 weights: 4.0e9
     assert not auto_compiled(planned(steps_per_epoch=2), hidden=500)  # 1200 samples: 1000 steps x 397,000 = 4.0e8
     assert not auto_compiled(planned(steps_per_epoch=100, epochs_done=490), hidden=500)  # resumed near its end
     assert not auto_compiled(planned(steps_per_epoch=100), hidden=500, cadence="epoch")  # 500 time steps
