@@ -338,10 +338,10 @@ def test_a_run_with_method_compile_is_the_run_without_it(run, make_config, stop_
     assert run(*settings, "method.compile=true", run_dir=tmp_path / "eager") == eager
 
 
-def auto_compiled(trainer, hidden, inputs=784, cadence="batch") -> bool:
+def auto_compiled(trainer, hidden, inputs=784, cadence="batch", device="cpu") -> bool:
     """Whether ``compile=auto`` compiles BDNN-dsd's time step on the papers' MLP (inputs-hidden-10) for ``trainer``."""
     bound_mask = BoundMask(cadence=cadence)
-    mlp = nn.Sequential(nn.Linear(inputs, hidden), nn.Sigmoid(), nn.Linear(hidden, 10))
+    mlp = nn.Sequential(nn.Linear(inputs, hidden), nn.Sigmoid(), nn.Linear(hidden, 10)).to(device)
     bound_mask.bounds.attach(select_weights(mlp))
     bound_mask.compile_if_it_pays(trainer)
     return bound_mask.bounds.compiled
@@ -366,12 +366,22 @@ def test_compile_auto_compiles_where_the_weight_steps_left_pay_for_it():
     assert not auto_compiled(planned(steps_per_epoch=100), hidden=500, cadence="epoch")  # 500 time steps
 
 
+def test_compile_auto_stays_eager_off_the_cpu_and_for_a_run_of_unknown_length(caplog):
+    with caplog.at_level(logging.INFO, logger="devnets.callbacks.bound_mask"):
+        assert not auto_compiled(planned(steps_per_epoch=100), hidden=500, device="meta")
+        assert not auto_compiled(SimpleNamespace(estimated_stepping_batches=-1, global_step=0), hidden=500)
+    assert caplog.messages == [
+        "BDNN-dsd's time step (method.compile=auto): eager, on meta: auto compiles on the CPU only, where it was "
+        "measured",
+        "BDNN-dsd's time step (method.compile=auto): eager, the run's length is unknown",
+    ]
+
+
 def test_compile_auto_stays_eager_where_torch_compile_cannot_run(monkeypatch, caplog):
     monkeypatch.setattr(devnets.callbacks.bound_mask, "compiler_missing", lambda: "no C++ compiler for its CPU kernels")
     with caplog.at_level(logging.INFO, logger="devnets.callbacks.bound_mask"):
         assert not auto_compiled(planned(steps_per_epoch=100), hidden=500)
-    said = "BDNN-dsd's time step eager (no C++ compiler for its CPU kernels): compile=auto, 2.0e+10 weight-steps"
-    assert said in caplog.text
+    assert caplog.messages == ["BDNN-dsd's time step (method.compile=auto): eager, no C++ compiler for its CPU kernels"]
 
 
 @NEEDS_COMPILER
@@ -385,8 +395,8 @@ def test_compile_auto_decides_as_training_starts_and_says_so(make_config, tmp_pa
         _, _, bound_mask = fit(make_config, tmp_path, epochs=1)
     assert bound_mask.bounds.compiled is compiled
     # the test config: 4 steps x (784 x 16 + 16 x 10) weights
-    way = "compiled" if compiled else "eager"
-    assert f"BDNN-dsd's time step {way}: compile=auto, 5.1e+04 weight-steps to go" in caplog.text
+    way = "compiled, 5.1e+04 weight-steps to go" if compiled else "eager, 5.1e+04 weight-steps to go, below 5e+09"
+    assert f"BDNN-dsd's time step (method.compile=auto): {way}" in caplog.messages
 
 
 def test_compile_without_a_cpp_compiler_is_a_one_line_error(monkeypatch):

@@ -105,18 +105,26 @@ class BoundMask(Callback):
         self.bounds.unhook()
 
     def compile_if_it_pays(self, trainer: Trainer) -> None:
-        """``compile=auto``: compile the time step if the weight-steps left reach ``AUTO_COMPILE_WORK``."""
-        if self.bounds.cadence == "batch":
+        """``compile=auto``: compile the time step where the weight-steps left reach ``AUTO_COMPILE_WORK``, on
+        the CPU (where that was measured), if torch.compile can run; say which in the run's log."""
+        weights = self.bounds.parameters()
+        if self.bounds.cadence == "batch":  # -1 for an iterable of unknown length without max_steps
             time_steps = trainer.estimated_stepping_batches - trainer.global_step
         else:
             time_steps = math.inf if trainer.max_epochs in (None, -1) else trainer.max_epochs - trainer.current_epoch
-        work = time_steps * sum(weight.numel() for weight in self.bounds.parameters())
-        missing = compiler_missing() if work >= AUTO_COMPILE_WORK else None
-        if work >= AUTO_COMPILE_WORK and missing is None:
+        work = time_steps * sum(weight.numel() for weight in weights)
+        if time_steps < 0:
+            eager_because = "the run's length is unknown"
+        elif work < AUTO_COMPILE_WORK:
+            eager_because = f"{work:.1e} weight-steps to go, below {AUTO_COMPILE_WORK:.0e}"
+        elif weights[0].device.type != "cpu":
+            eager_because = f"on {weights[0].device.type}: auto compiles on the CPU only, where it was measured"
+        else:
+            eager_because = compiler_missing()
+        if eager_because is None:
             self.bounds.compile_time_step()
-        way = "compiled" if self.bounds.compiled else f"eager ({missing})" if missing else "eager"
-        log.info("BDNN-dsd's time step %s: compile=auto, %.1e weight-steps to go (compiled from %.0e)",
-                 way, work, AUTO_COMPILE_WORK)
+        way = f"eager, {eager_because}" if eager_because else f"compiled, {work:.1e} weight-steps to go"
+        log.info("BDNN-dsd's time step (method.compile=auto): %s", way)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.bounds.clipped = 0
