@@ -14,8 +14,9 @@ from devnets.train import accepted_arguments, identity, method_callbacks, run_se
 
 
 def defaults(cls) -> dict:
-    """The keyword defaults of a callback and of the tensor core it hands its settings to."""
-    functions = (cls.__init__, cls.tensor_core.__init__)
+    """The keyword defaults of a callback and of the tensor core it hands its settings to (the callback's own where
+    both take a key: BoundMask's ``compile`` is ``auto``, BDNNDsd's False)."""
+    functions = (cls.tensor_core.__init__, cls.__init__)
     return {name: parameter.default for function in functions
             for name, parameter in inspect.signature(function).parameters.items()
             if parameter.default is not inspect.Parameter.empty}
