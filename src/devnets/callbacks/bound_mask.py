@@ -37,7 +37,7 @@ STATISTICS = (
 # On session 21's CPU compiling cost 4-5 s a run (28 s the first time on the machine, as torch fills its cache)
 # and saved 3 ns a weight-step at 79,400 weights and 7 at 397,000 (whole 500-epoch runs on MNIST's 60,000
 # samples: 100 hidden units, 4·10^9 weight-steps, 2.5% sooner; 500 hidden, 2·10^10, 16% sooner). From here
-# it pays even compiling from scratch; 1200 samples (4·10^8 at 500 hidden) stay eager.
+# it saves 15-35 s a run, more than compiling costs but the first time; 1200 samples (4·10^8) stay eager.
 AUTO_COMPILE_WORK = 5e9
 
 
