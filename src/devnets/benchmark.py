@@ -16,7 +16,8 @@ needed), it times
    shape) in the plain loop and the pipeline, the compiling done in the warm-up epochs,
 and prints ms per epoch (the median over the epochs after each warm-up, in rounds that interleave
 the settings, and their mean, which counts the periodic checkpoints and histograms too), GFLOP/s, the
-ratio to the plain loop and the process's peak memory so far.
+ratio to the plain loop and the process's peak memory so far; then the speed goals (``goals``), each
+met or not. ``--rows PATH`` checks the goals on rows saved earlier with ``--json``, without timing.
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ EAGER = {"bdnn_dsd": ("method.compile=false",)}
 N_TEST, CLASSES, BATCH = 10_000, 10, 600
 # The datasets' input sizes and the config's data option of each: flattened MNIST and CIFAR-10 images.
 INPUTS = {784: "mnist", 3072: "cifar10"}
+# The speed goals (issue 17), as ratios of the median epochs. Each pipeline row against the plain loop, at every
+# shape (a looser goal at 1200 samples and 10 hidden units, where an epoch is two optimiser steps):
+PLAIN_LOOP_GOAL, SMALL_SHAPE_PLAIN_LOOP_GOAL, SMALL_SHAPE = 1.10, 1.25, (1200, 10)
+# ... against the plain loop doing the same work (the framework's own share, with the method's arithmetic on
+# both sides: the same goals), and the pruning and bounding methods against baseline from 100 hidden units on:
+SAME_WORK = {"dropout": "plain loop, dropout", "bdnn_dsd": "plain loop, bdnn_dsd", "bsp": "plain loop, bsp",
+             "bdnn_dsd, compile=true": "plain loop, bdnn_dsd, compile=true"}
+OVER_BASELINE_GOAL, OVER_BASELINE_FROM_HIDDEN = 1.05, 100
+OVER_BASELINE = ("bdnn_dsd", "bsp", "bdnn_dsd, compile=true")
 # Every shape of the full run: (n_train, hidden, inputs); --quick: the first two.
 SHAPES = [
     (1200, 10, 784), (1200, 100, 784), (1200, 500, 784), (60_000, 10, 784), (60_000, 100, 784), (60_000, 500, 784),
@@ -275,6 +285,28 @@ def row(setting: str, n_train: int, hidden: int, times: list[float], flops: floa
     }
 
 
+def goals(rows: list[dict]) -> list[dict]:
+    """Each speed goal that ``rows`` (of ``measure``) can check: the setting and shape, the row it is set
+    against, the ratio of their median epochs, the goal and whether the ratio is within it."""
+    checks = []
+    median = {(r["setting"], r["inputs"], r["n_train"], r["hidden"]): r["ms_per_epoch"] for r in rows}
+    for (setting, inputs, n_train, hidden), ms in median.items():
+        if setting not in (*METHODS, *SAME_WORK):
+            continue
+        plain_goal = SMALL_SHAPE_PLAIN_LOOP_GOAL if (n_train, hidden) == SMALL_SHAPE else PLAIN_LOOP_GOAL
+        references = [("plain loop", plain_goal)]
+        if setting in SAME_WORK:
+            references.append((SAME_WORK[setting], plain_goal))
+        if setting in OVER_BASELINE and hidden >= OVER_BASELINE_FROM_HIDDEN:
+            references.append(("baseline", OVER_BASELINE_GOAL))
+        for against, goal in references:
+            if (against, inputs, n_train, hidden) in median:
+                ratio = round(ms / median[against, inputs, n_train, hidden], 3)
+                checks.append({"setting": setting, "inputs": inputs, "n_train": n_train, "hidden": hidden,
+                               "against": against, "ratio": ratio, "goal": goal, "met": ratio <= goal})
+    return checks
+
+
 def markdown(rows: list[dict]) -> str:
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -295,14 +327,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true",
                         help="also time bdnn_dsd with method.compile=true, in the plain loop and the pipeline")
+    parser.add_argument("--rows", metavar="PATH", type=Path,
+                        help="check the goals on the rows of an earlier --json instead of timing anything")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.quick:
+    if args.rows:
+        rows = json.loads(args.rows.read_text())
+    elif args.quick:
         rows = measure(args.shapes or SHAPES[:2], args.methods, epochs=5, warmup=2, compile=args.compile)
     else:
         rows = measure(args.shapes or SHAPES, args.methods, args.epochs, args.warmup, args.rounds, args.compile)
     print(markdown(rows))
+    checks = goals(rows)
+    if checks:
+        print(f"\nSpeed goals: {sum(check['met'] for check in checks)} of {len(checks)} met\n")
+        print(markdown(checks))
     if args.json == Path("-"):
         print(json.dumps(rows, indent=1))
     elif args.json:
